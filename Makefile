@@ -1,0 +1,64 @@
+# Makefile for pg_idem (PGXS)
+#
+#   make && make install     build and install into the PostgreSQL that pg_config names
+#   make installcheck        pg_regress + isolation + perl TAP against your own running server
+#   make test                install what is missing, start a throwaway cluster, run every suite
+#   make demo                the same cluster, narrated: every capability working
+#   make bench               pgbench workloads side by side with the SQL they replace
+
+EXTENSION  = pg_idem
+EXTVERSION = 0.1.0
+
+MODULE_big = pg_idem
+OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+
+# The install script is assembled from one fragment per capability
+# (src/sql/NN_name.sql, in file-name order), the way PgQ keeps one object per
+# file.  Upgrade scripts (src/pg_idem--A--B.sql) are written by hand and never
+# regenerated.
+DATA_built = src/$(EXTENSION)--$(EXTVERSION).sql
+DATA       = $(filter-out $(DATA_built),$(wildcard src/$(EXTENSION)--*--*.sql))
+
+# Test suites are discovered by file name, so adding a test never means
+# editing this file.
+REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --load-extension=$(EXTENSION)
+ISOLATION      = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --load-extension=$(EXTENSION) --inputdir=test
+TAP_TESTS   = 1
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+PROVE_FLAGS = -I test/t
+
+EXTRA_CLEAN = $(DATA_built) results output_iso tmp_check log regression.diffs regression.out
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
+              -Wno-missing-field-initializers -Wno-cast-function-type
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+.PHONY: test demo bench
+
+ifneq ($(wildcard $(PGXS)),)
+include $(PGXS)
+
+$(DATA_built): $(sort $(wildcard src/sql/*.sql))
+	cat $^ > $@
+else
+all install installcheck:
+	@echo "PostgreSQL server headers not found (pg_config --pgxs: '$(PGXS)')." >&2
+	@echo "Install postgresql-server-dev-15, or run 'make test' / 'make demo', which install it." >&2
+	@exit 1
+endif
+
+# The two README commands.  They need no PGXS of their own: the scripts
+# install what is missing, then call back into this Makefile.
+test:
+	@bash test/scripts/run-tests.sh
+
+demo:
+	@bash test/scripts/demo.sh
+
+bench:
+	@bash bench/run.sh

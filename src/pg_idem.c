@@ -1,0 +1,91 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_idem.c
+ *	  Library entry point: the idem.* settings.
+ *
+ * pg_idem keeps retried requests from acting twice (idempotency keys, see
+ * keys.c), stale writes from overwriting newer ones (version_guard.c) and
+ * events from being published without their transaction (outbox.c).  This
+ * file only defines what every module shares: the settings, and, when the
+ * library is preloaded, the maintenance worker (maintenance.c).
+ *
+ * IDENTIFICATION
+ *	  src/pg_idem.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "utils/guc.h"
+
+#include "compat.h"
+#include "pg_idem.h"
+
+PG_MODULE_MAGIC;
+
+int			idem_ttl_s = 24 * 60 * 60;
+int			idem_lease_ms = 30 * 1000;
+int			idem_outbox_retention_s = 7 * 24 * 60 * 60;
+int			idem_maintenance_interval_s = 60;
+char	   *idem_maintenance_database = NULL;
+
+void		_PG_init(void);
+
+/*
+ * Define the settings.  Durations carry units so that users can write
+ * '30s' or '2h'; every bound is positive where SPEC.md says "must be
+ * positive".
+ */
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("idem.ttl",
+							"How long a completed idempotency key keeps its response.",
+							"Counts from completion; used when reserve() is called without ttl.",
+							&idem_ttl_s,
+							24 * 60 * 60, 1, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("idem.lease",
+							"How long a reserved idempotency key stays held before another caller may take it over.",
+							"Used when reserve() or checkpoint() is called without lease.",
+							&idem_lease_ms,
+							30 * 1000, 1, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("idem.outbox_retention",
+							"How long outbox events are kept when no consumer is subscribed.",
+							NULL,
+							&idem_outbox_retention_s,
+							7 * 24 * 60 * 60, 1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("idem.maintenance_interval",
+							"Time between runs of idem.maintain() by the background worker.",
+							"Zero disables the worker's runs.",
+							&idem_maintenance_interval_s,
+							60, 0, INT_MAX / 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("idem.maintenance_database",
+							   "Database in which the background worker runs idem.maintain().",
+							   NULL,
+							   &idem_maintenance_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("idem");
+}

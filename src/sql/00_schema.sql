@@ -1,0 +1,9 @@
+/* src/pg_idem--0.1.0.sql — assembled by the Makefile from src/sql/ */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION pg_idem" to load this file. \quit
+
+-- The control file creates schema idem.  Application roles reach its objects
+-- only through the functions that idem.grant_usage() grants; nothing here is
+-- granted to PUBLIC.
+REVOKE ALL ON SCHEMA idem FROM PUBLIC;

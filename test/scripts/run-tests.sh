@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# test/scripts/run-tests.sh — what `make test` runs.
+#
+# Installs what is missing, builds and installs pg_idem, starts a throwaway
+# cluster, and runs every suite against it:
+#   regress    sql/ + expected/            (pg_regress)
+#   isolation  test/specs/ + test/expected/ (pg_isolation_regress)
+#   pgtap      test/pgtap/*.sql            (pg_prove)
+#   tap        test/t/*.pl                 (prove, PostgreSQL::Test::Cluster)
+# and ends with the line "N passed, N failed", counting individual tests.
+# A failing suite prints its diff or its failing assertions.
+#
+# IDEM_SUITES="regress isolation" runs a subset.
+
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SUITES=${IDEM_SUITES:-regress isolation pgtap tap}
+passed=0
+failed=0
+broken=()
+
+idem_setup
+idem_cluster_start
+cd "$IDEM_ROOT"
+LOGS="$IDEM_WORK/logs"
+mkdir -p "$LOGS"
+
+# Count pg_regress / pg_isolation_regress result lines in a log.
+count_regress() {
+	local log=$1 ok bad
+	ok=$(grep -cE '\.\.\. ok' "$log" || true)
+	bad=$(grep -cE '\.\.\. (FAILED|failed)' "$log" || true)
+	passed=$((passed + ok)); failed=$((failed + bad))
+	suite_total=$((ok + bad))
+}
+
+# Count top-level TAP results in verbose prove output.  A script that died
+# or planned more tests than it ran still counts as one failure.
+count_tap() {
+	local log=$1 ok bad
+	ok=$(grep -cE '^(\S+\.(pl|sql) \.+ )?ok [0-9]+' "$log" || true)
+	bad=$(grep -cE '^(\S+\.(pl|sql) \.+ )?not ok [0-9]+' "$log" || true)
+	ok=$((ok - bad))
+	if grep -q '^Result: FAIL' "$log" && [ "$bad" -eq 0 ]; then bad=1; fi
+	passed=$((passed + ok)); failed=$((failed + bad))
+	suite_total=$((ok + bad))
+}
+
+run_regress() {
+	[ -n "$(ls sql/*.sql 2>/dev/null)" ] || return 0
+	echo "== regress (pg_regress)"
+	rm -f regression.diffs
+	make -s installcheck PG_CONFIG="$PG_CONFIG" ISOLATION= TAP_TESTS= 2>&1 | tee "$LOGS/regress.log" || true
+	[ ! -s regression.diffs ] || head -n 400 regression.diffs
+	count_regress "$LOGS/regress.log"
+	[ "$suite_total" -gt 0 ] || broken+=(regress)
+}
+
+run_isolation() {
+	[ -n "$(ls test/specs/*.spec 2>/dev/null)" ] || return 0
+	echo "== isolation (pg_isolation_regress)"
+	rm -f output_iso/regression.diffs
+	make -s installcheck PG_CONFIG="$PG_CONFIG" REGRESS= TAP_TESTS= 2>&1 | tee "$LOGS/isolation.log" || true
+	[ ! -s output_iso/regression.diffs ] || head -n 400 output_iso/regression.diffs
+	count_regress "$LOGS/isolation.log"
+	[ "$suite_total" -gt 0 ] || broken+=(isolation)
+}
+
+run_pgtap() {
+	[ -n "$(ls test/pgtap/*.sql 2>/dev/null)" ] || return 0
+	echo "== pgtap (pg_prove)"
+	PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS idem_pgtap" -c "CREATE DATABASE idem_pgtap"
+	psql -X -q -v ON_ERROR_STOP=1 -d idem_pgtap -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION pg_idem"
+	pg_prove -v -d idem_pgtap test/pgtap/*.sql >"$LOGS/pgtap.log" 2>&1 || true
+	grep -vE '^\s*ok [0-9]+' "$LOGS/pgtap.log" || true
+	count_tap "$LOGS/pgtap.log"
+	[ "$suite_total" -gt 0 ] || broken+=(pgtap)
+}
+
+# Perl TAP tests start clusters of their own, so they run as the
+# unprivileged user, from a copy it can read and write.
+run_tap() {
+	[ -n "$(ls test/t/*.pl 2>/dev/null)" ] || return 0
+	echo "== tap (prove, PostgreSQL::Test::Cluster)"
+	local tapdir="$IDEM_WORK/tap"
+	mkdir -p "$tapdir"
+	cp -r test/t "$tapdir/t"
+	[ "$(id -u)" -ne 0 ] || chown -R "$IDEM_PG_USER" "$tapdir"
+	local pgxs_perl
+	pgxs_perl="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/perl"
+	(cd "$tapdir" && idem_as_pg env TESTDIR="$tapdir" PATH="$PGBIN:$PATH" \
+		PG_REGRESS="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress" \
+		IDEM_ROOT="$IDEM_ROOT" \
+		prove -v -I "$pgxs_perl" -I t t/*.pl) >"$LOGS/tap.log" 2>&1 || true
+	grep -vE '^\s*ok [0-9]+' "$LOGS/tap.log" || true
+	if grep -q '^Result: FAIL' "$LOGS/tap.log"; then
+		for f in "$tapdir"/tmp_check/log/regress_log_*; do
+			[ -f "$f" ] && grep -q 'not ok' "$f" && { echo "--- $f (tail)"; tail -n 60 "$f"; }
+		done
+	fi
+	count_tap "$LOGS/tap.log"
+	[ "$suite_total" -gt 0 ] || broken+=(tap)
+}
+
+for suite in $SUITES; do
+	"run_$suite"
+done
+
+for b in "${broken[@]}"; do
+	echo "suite $b ran no test: counted as a failure"
+	failed=$((failed + 1))
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
