@@ -295,8 +295,14 @@ idem_maintenance_main(Datum main_arg)
 
 		if (ConfigReloadPending)
 		{
+			int			old_interval_s = idem_maintenance_interval_s;
+
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			if (idem_maintenance_interval_s != old_interval_s)
+				ereport(LOG,
+						(errmsg("pg_idem maintenance worker: idem.maintenance_interval changed from %d s to %d s",
+								old_interval_s, idem_maintenance_interval_s)));
 		}
 	}
 
