@@ -127,6 +127,7 @@ typedef struct OutboxScan
 	TupleTableSlot *slot;
 	OutboxAttrs att;
 	ScanKeyData keys[3];
+	int64		seen;			/* window entries met, before the topic filter */
 } OutboxScan;
 
 /* A topic filter: NULL (every topic) or a list of names. */
@@ -157,6 +158,8 @@ typedef struct ConsumerState
 	OutboxPos	batch_to;
 	TopicFilter *batch_topics;
 	TopicFilter *topics;
+	Datum		topics_datum;	/* topics as stored, to compare states */
+	bool		topics_null;
 } ConsumerState;
 
 static IdemPlan emit_plan = {
@@ -189,11 +192,19 @@ static IdemPlan unsubscribe_plan = {
 	1, {TEXTOID}
 };
 
+#define CONSUMER_COLUMNS \
+	"c.snapshot, c.window_snapshot, c.window_done_xid, c.window_done_id, " \
+	"c.batch_id, c.batch_xid, c.batch_last_id, c.batch_topics, c.topics"
+
+static IdemPlan read_plan = {
+	"SELECT " CONSUMER_COLUMNS " FROM idem.consumers c "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
 static IdemPlan lock_plan = {
-	"SELECT c.snapshot, c.window_snapshot, c.window_done_xid, c.window_done_id, "
-	"c.batch_id, c.batch_xid, c.batch_last_id, c.batch_topics, c.topics "
-	"FROM idem.consumers c WHERE c.name OPERATOR(pg_catalog.=) $1 "
-	"FOR NO KEY UPDATE",
+	"SELECT " CONSUMER_COLUMNS " FROM idem.consumers c "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
 	1, {TEXTOID}
 };
 
@@ -273,7 +284,11 @@ static int64 fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
 						  const OutboxSnapshot *window, OutboxPos from,
 						  OutboxPos to, const TopicFilter *tf, int64 limit,
 						  OutboxRow **rows);
-static bool lock_consumer(text *consumer, ConsumerState *st);
+static bool read_consumer(text *consumer, ConsumerState *st, bool lock);
+static bool same_start(const ConsumerState *a, const ConsumerState *b);
+static void open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
+					   OutboxRow *rows, int64 n, int32 max_events,
+					   Tuplestorestate *ts, TupleDesc tupdesc);
 static void report_consumer_unknown(text *consumer);
 static int	row_id_cmp(const void *a, const void *b);
 static Tuplestorestate *begin_materialize(FunctionCallInfo fcinfo,
@@ -649,6 +664,7 @@ collect(OutboxScan *s, OutboxPos from, OutboxPos to,
 			break;
 		if (window != NULL && !snapshot_sees(window, pos.xid))
 			continue;
+		s->seen++;
 		if (!scan_fetch(s))
 			continue;
 		if (tf != NULL && !topic_matches(tf, slot_getattr(s->slot, s->att.topic, &isnull)))
@@ -715,6 +731,7 @@ fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
 				cap = 0;
 
 	*rows = NULL;
+	s->seen = 0;
 	range_start.xid = prev->xmax;
 	range_start.id = PG_INT64_MIN;
 
@@ -743,13 +760,14 @@ fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
 }
 
 /*
- * Lock the consumer's row (only that row: consumers never wait for each
- * other) and read its state.  Returns false when there is no such consumer.
- * Concurrent next_batch() calls of one consumer queue here; under READ
- * COMMITTED the waiter then reads the winner's committed state.
+ * Read the consumer's state, locking its row when asked (only that row:
+ * consumers never wait for each other).  Returns false when there is no
+ * such consumer.  Concurrent next_batch() calls of one consumer queue on
+ * the lock; under READ COMMITTED the waiter then reads the winner's
+ * committed state.
  */
 static bool
-lock_consumer(text *consumer, ConsumerState *st)
+read_consumer(text *consumer, ConsumerState *st, bool lock)
 {
 	Datum		values[1];
 	HeapTuple	tup;
@@ -758,7 +776,7 @@ lock_consumer(text *consumer, ConsumerState *st)
 	Datum		d;
 
 	values[0] = PointerGetDatum(consumer);
-	idem_plan_execute(&lock_plan, values, NULL, false, 1);
+	idem_plan_execute(lock ? &lock_plan : &read_plan, values, NULL, false, 1);
 	if (SPI_processed == 0)
 		return false;
 	tup = SPI_tuptable->vals[0];
@@ -787,9 +805,73 @@ lock_consumer(text *consumer, ConsumerState *st)
 	st->batch_to.id = isnull ? 0 : DatumGetInt64(d);
 	d = SPI_getbinval(tup, desc, 8, &isnull);
 	st->batch_topics = topic_filter(d, isnull);
-	d = SPI_getbinval(tup, desc, 9, &isnull);
-	st->topics = topic_filter(d, isnull);
+	st->topics_datum = SPI_getbinval(tup, desc, 9, &st->topics_null);
+	st->topics = topic_filter(st->topics_datum, st->topics_null);
 	return true;
+}
+
+/*
+ * Do two reads of a consumer with no window and no batch open show the same
+ * position and topics?  Then a window fetched after the first read is the
+ * one the second would fetch.
+ */
+static bool
+same_start(const ConsumerState *a, const ConsumerState *b)
+{
+	if (a->has_batch || b->has_batch || a->window != NULL || b->window != NULL)
+		return false;
+	if (VARSIZE(a->prev) != VARSIZE(b->prev) ||
+		memcmp(a->prev, b->prev, VARSIZE(a->prev)) != 0)
+		return false;
+	if (a->topics_null != b->topics_null)
+		return false;
+	if (!a->topics_null)
+	{
+		struct varlena *x = PG_DETOAST_DATUM(a->topics_datum);
+		struct varlena *y = PG_DETOAST_DATUM(b->topics_datum);
+
+		if (VARSIZE(x) != VARSIZE(y) || memcmp(x, y, VARSIZE(x)) != 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Open a batch of the first max_events of the n fetched rows (n may be one
+ * more, which tells that the window goes on) and return it.  The consumer's
+ * row is locked.
+ */
+static void
+open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
+		   OutboxRow *rows, int64 n, int32 max_events,
+		   Tuplestorestate *ts, TupleDesc tupdesc)
+{
+	bool		ends_window = n <= max_events;
+	OutboxRow  *last;
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	int64		batch_id;
+
+	if (!ends_window)
+		n = max_events;
+	last = &rows[n - 1];		/* rows are still in (xid, id) order */
+
+	values[0] = PointerGetDatum(consumer);
+	values[1] = st->prev_datum;
+	values[2] = st->window_datum;
+	values[3] = FullTransactionIdGetDatum(st->done.xid);
+	values[4] = Int64GetDatum(st->done.id);
+	if (!st->has_done)
+		nulls[3] = nulls[4] = 'n';
+	values[5] = FullTransactionIdGetDatum(last->pos.xid);
+	values[6] = Int64GetDatum(last->pos.id);
+	values[7] = BoolGetDatum(ends_window);
+	values[8] = Int32GetDatum((int32) n);
+	idem_plan_execute(&open_plan, values, nulls, false, 0);
+	batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	put_batch(scan, ts, tupdesc, batch_id, rows, n);
 }
 
 /* ID020 for a consumer that is not subscribed. */
@@ -1060,13 +1142,19 @@ idem_unsubscribe(PG_FUNCTION_ARGS)
  * to learn whether the batch exhausts the window, so that finish_batch()
  * can close the window at once.
  *
- * When a window holds nothing (more) for this consumer, the consumer's
- * snapshot moves to the window's end without opening a batch.  That is
- * safe: the window is the set of events of transactions visible in its
- * snapshot and not in the previous one; those transactions had finished
+ * The common idle call (no batch, no window, and no event at all committed
+ * since the consumer's snapshot) is answered from an unlocked read and
+ * writes nothing: a relay polling an idle outbox costs no xid and no WAL.
+ * Otherwise the consumer's row is locked and re-read; if nobody moved it in
+ * between, the window already fetched is used.
+ *
+ * When a window holds events but none for this consumer (or no more), the
+ * consumer's snapshot moves to the window's end without opening a batch.
+ * That is safe: the window is the set of events of transactions visible in
+ * its snapshot and not in the previous one; those transactions had finished
  * when the snapshot was taken, so no event can join the window later, and
- * an empty window skips nothing.  Moving on keeps the next window, and the
- * part of the index it walks, small.
+ * skipping it loses nothing.  Moving on keeps the next window, and the part
+ * of the index it walks, small.
  */
 PG_FUNCTION_INFO_V1(idem_next_batch);
 Datum
@@ -1095,7 +1183,50 @@ idem_next_batch(PG_FUNCTION_ARGS)
 	ts = begin_materialize(fcinfo, &tupdesc);
 
 	SPI_connect();
-	if (!lock_consumer(consumer, &st))
+	if (!read_consumer(consumer, &st, false))
+		report_consumer_unknown(consumer);
+
+	if (!st.has_batch && st.window == NULL)
+	{
+		ConsumerState locked;
+		OutboxPos	start = {InvalidFullTransactionId, PG_INT64_MIN};
+
+		st.window = snapshot_take();
+		st.window_datum = PointerGetDatum(st.window);
+		scan_begin(&scan);
+		n = fetch_window(&scan, st.prev, st.window, start, window_end(st.window),
+						 st.topics, (int64) max_events + 1, &rows);
+		if (scan.seen == 0)
+		{
+			/* nothing committed since the consumer's snapshot */
+			scan_end(&scan);
+			SPI_finish();
+			return (Datum) 0;
+		}
+
+		if (!read_consumer(consumer, &locked, true))
+			report_consumer_unknown(consumer);
+		if (same_start(&st, &locked))
+		{
+			if (n > 0)
+				open_batch(consumer, &st, &scan, rows, n, max_events, ts, tupdesc);
+			else
+			{
+				/* events, but none of this consumer's topics: move past */
+				Datum		values[2];
+
+				values[0] = PointerGetDatum(consumer);
+				values[1] = st.window_datum;
+				idem_plan_execute(&advance_plan, values, NULL, false, 0);
+			}
+			scan_end(&scan);
+			SPI_finish();
+			return (Datum) 0;
+		}
+		scan_end(&scan);
+		st = locked;			/* moved meanwhile: start over, locked */
+	}
+	else if (!read_consumer(consumer, &st, true))
 		report_consumer_unknown(consumer);
 
 	if (st.has_batch)
@@ -1129,32 +1260,7 @@ idem_next_batch(PG_FUNCTION_ARGS)
 						 st.topics, (int64) max_events + 1, &rows);
 		if (n > 0)
 		{
-			bool		ends_window = n <= max_events;
-			OutboxRow  *last;
-			Datum		values[9];
-			char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-			bool		isnull;
-			int64		batch_id;
-
-			if (!ends_window)
-				n = max_events;
-			last = &rows[n - 1];	/* rows are still in (xid, id) order */
-
-			values[0] = PointerGetDatum(consumer);
-			values[1] = st.prev_datum;
-			values[2] = st.window_datum;
-			values[3] = FullTransactionIdGetDatum(st.done.xid);
-			values[4] = Int64GetDatum(st.done.id);
-			if (!st.has_done)
-				nulls[3] = nulls[4] = 'n';
-			values[5] = FullTransactionIdGetDatum(last->pos.xid);
-			values[6] = Int64GetDatum(last->pos.id);
-			values[7] = BoolGetDatum(ends_window);
-			values[8] = Int32GetDatum((int32) n);
-			idem_plan_execute(&open_plan, values, nulls, false, 0);
-			batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 1, &isnull));
-			put_batch(&scan, ts, tupdesc, batch_id, rows, n);
+			open_batch(consumer, &st, &scan, rows, n, max_events, ts, tupdesc);
 			scan_end(&scan);
 			break;
 		}
