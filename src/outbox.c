@@ -939,6 +939,8 @@ put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
 {
 	TupleDesc	rowdesc = RelationGetDescr(s->heap);
 	AttrNumber	cols[6];
+	Datum	   *rowvalues = palloc(sizeof(Datum) * rowdesc->natts);
+	bool	   *rownulls = palloc(sizeof(bool) * rowdesc->natts);
 
 	cols[0] = s->att.id;
 	cols[1] = s->att.topic;
@@ -953,12 +955,14 @@ put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
 		Datum		values[7];
 		bool		nulls[7];
 
+		heap_deform_tuple(rows[i].tuple, rowdesc, rowvalues, rownulls);
 		values[0] = Int64GetDatum(batch_id);
 		nulls[0] = false;
 		for (int c = 0; c < 6; c++)
 		{
-			Datum		v = heap_getattr(rows[i].tuple, cols[c], rowdesc, &nulls[c + 1]);
+			Datum		v = rowvalues[cols[c] - 1];
 
+			nulls[c + 1] = rownulls[cols[c] - 1];
 			if (!nulls[c + 1] && TupleDescAttr(rowdesc, cols[c] - 1)->attlen == -1 &&
 				VARATT_IS_EXTERNAL(DatumGetPointer(v)))
 				v = PointerGetDatum(PG_DETOAST_DATUM_PACKED(v));
