@@ -295,6 +295,7 @@ static Tuplestorestate *begin_materialize(FunctionCallInfo fcinfo,
 										  TupleDesc *tupdesc);
 static void put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
 					  int64 batch_id, OutboxRow *rows, int64 n);
+static void trim_add(Datum **ids, int *n, int *max, int64 id);
 
 /*
  * Read a consumer or topic name argument: NULL raises 22004, an empty or
@@ -1355,6 +1356,18 @@ idem_finish_batch(PG_FUNCTION_ARGS)
 	PG_RETURN_NULL();
 }
 
+/* Append an event id to the list of those to delete, growing it. */
+static void
+trim_add(Datum **ids, int *n, int *max, int64 id)
+{
+	if (*n >= *max)
+	{
+		*max *= 2;
+		*ids = repalloc_huge(*ids, sizeof(Datum) * *max);
+	}
+	(*ids)[(*n)++] = Int64GetDatum(id);
+}
+
 /*
  * Delete up to max_rows events that every consumer has finished, or, with
  * no consumers, that are older than idem.outbox_retention.
@@ -1377,7 +1390,8 @@ idem_outbox_trim(int32 max_rows)
 	OutboxSnapshot **snaps;
 	int			nsnaps;
 	Datum	   *ids;
-	int			nids = 0;
+	int			nids = 0,
+				maxids = Min(max_rows, 1024);
 	OutboxPos	pos;
 	int64		deleted = 0;
 
@@ -1395,7 +1409,7 @@ idem_outbox_trim(int32 max_rows)
 		snaps[i] = snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[i],
 													 SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	ids = palloc(sizeof(Datum) * max_rows);
+	ids = palloc(sizeof(Datum) * maxids);
 
 	scan_begin(&scan);
 	if (nsnaps == 0)
@@ -1417,7 +1431,7 @@ idem_outbox_trim(int32 max_rows)
 			looked++;
 			created = slot_getattr(scan.slot, scan.att.created_at, &isnull);
 			if (!isnull && DatumGetTimestampTz(created) < cutoff)
-				ids[nids++] = Int64GetDatum(pos.id);
+				trim_add(&ids, &nids, &maxids, pos.id);
 		}
 	}
 	else
@@ -1439,7 +1453,7 @@ idem_outbox_trim(int32 max_rows)
 			for (int i = 0; i < nsnaps && finished; i++)
 				finished = snapshot_sees(snaps[i], pos.xid);
 			if (finished && scan_fetch(&scan))
-				ids[nids++] = Int64GetDatum(pos.id);
+				trim_add(&ids, &nids, &maxids, pos.id);
 		}
 	}
 	scan_end(&scan);
