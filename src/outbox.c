@@ -57,6 +57,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -71,6 +72,9 @@
 
 /* The channel emit() notifies; the payload is the topic. */
 #define OUTBOX_CHANNEL "idem_outbox"
+
+/* idem.outbox_notify */
+bool		idem_outbox_notify = true;
 
 /*
  * The in-memory layout of a pg_snapshot value (xid8funcs.c keeps it
@@ -122,7 +126,8 @@ typedef struct OutboxScan
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	OutboxAttrs att;
-	ScanKeyData keys[2];
+	ScanKeyData keys[3];
+	int64		seen;			/* window entries met, before the topic filter */
 } OutboxScan;
 
 /* A topic filter: NULL (every topic) or a list of names. */
@@ -153,6 +158,8 @@ typedef struct ConsumerState
 	OutboxPos	batch_to;
 	TopicFilter *batch_topics;
 	TopicFilter *topics;
+	Datum		topics_datum;	/* topics as stored, to compare states */
+	bool		topics_null;
 } ConsumerState;
 
 static IdemPlan emit_plan = {
@@ -185,11 +192,19 @@ static IdemPlan unsubscribe_plan = {
 	1, {TEXTOID}
 };
 
+#define CONSUMER_COLUMNS \
+	"c.snapshot, c.window_snapshot, c.window_done_xid, c.window_done_id, " \
+	"c.batch_id, c.batch_xid, c.batch_last_id, c.batch_topics, c.topics"
+
+static IdemPlan read_plan = {
+	"SELECT " CONSUMER_COLUMNS " FROM idem.consumers c "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
 static IdemPlan lock_plan = {
-	"SELECT c.snapshot, c.window_snapshot, c.window_done_xid, c.window_done_id, "
-	"c.batch_id, c.batch_xid, c.batch_last_id, c.batch_topics, c.topics "
-	"FROM idem.consumers c WHERE c.name OPERATOR(pg_catalog.=) $1 "
-	"FOR NO KEY UPDATE",
+	"SELECT " CONSUMER_COLUMNS " FROM idem.consumers c "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
 	1, {TEXTOID}
 };
 
@@ -251,7 +266,8 @@ static OutboxSnapshot *snapshot_empty_at(FullTransactionId xid);
 static bool pos_less(OutboxPos a, OutboxPos b);
 static OutboxPos window_end(const OutboxSnapshot *window);
 static void scan_begin(OutboxScan *s);
-static void scan_range(OutboxScan *s, FullTransactionId lo, FullTransactionId hi);
+static void scan_range(OutboxScan *s, FullTransactionId lo, FullTransactionId hi,
+					   bool has_after, int64 after_id);
 static bool scan_next(OutboxScan *s, OutboxPos *pos);
 static bool scan_fetch(OutboxScan *s);
 static void scan_end(OutboxScan *s);
@@ -260,17 +276,26 @@ static bool topic_matches(const TopicFilter *tf, Datum topic);
 static int64 collect(OutboxScan *s, OutboxPos from, OutboxPos to,
 					 const OutboxSnapshot *window, const TopicFilter *tf,
 					 int64 limit, OutboxRow **rows, int64 n, int64 *cap);
+static int64 walk(OutboxScan *s, OutboxPos from, FullTransactionId hi,
+				  OutboxPos to, const OutboxSnapshot *window,
+				  const TopicFilter *tf, int64 limit, OutboxRow **rows,
+				  int64 n, int64 *cap);
 static int64 fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
 						  const OutboxSnapshot *window, OutboxPos from,
 						  OutboxPos to, const TopicFilter *tf, int64 limit,
 						  OutboxRow **rows);
-static bool lock_consumer(text *consumer, ConsumerState *st);
+static bool read_consumer(text *consumer, ConsumerState *st, bool lock);
+static bool same_start(const ConsumerState *a, const ConsumerState *b);
+static void open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
+					   OutboxRow *rows, int64 n, int32 max_events,
+					   Tuplestorestate *ts, TupleDesc tupdesc);
 static void report_consumer_unknown(text *consumer);
 static int	row_id_cmp(const void *a, const void *b);
 static Tuplestorestate *begin_materialize(FunctionCallInfo fcinfo,
 										  TupleDesc *tupdesc);
 static void put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
 					  int64 batch_id, OutboxRow *rows, int64 n);
+static void trim_add(Datum **ids, int *n, int *max, int64 id);
 
 /*
  * Read a consumer or topic name argument: NULL raises 22004, an empty or
@@ -511,19 +536,32 @@ scan_begin(OutboxScan *s)
 
 	s->snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	s->slot = table_slot_create(s->heap, NULL);
-	s->scan = index_beginscan(s->heap, s->index, s->snapshot, 2, 0);
+	s->scan = index_beginscan(s->heap, s->index, s->snapshot, 3, 0);
 	s->scan->xs_want_itup = true;
 }
 
-/* (Re)start the walk at the entries with lo <= xid <= hi, in (xid, id) order. */
+/*
+ * (Re)start the walk at the entries with lo <= xid <= hi and, when
+ * after_id is given, id > after_id, in (xid, id) order.  The id key makes
+ * the btree start inside a transaction's group of entries instead of at its
+ * beginning: one transaction that wrote 200k events must not be re-walked
+ * from its first event by every batch.
+ */
 static void
-scan_range(OutboxScan *s, FullTransactionId lo, FullTransactionId hi)
+scan_range(OutboxScan *s, FullTransactionId lo, FullTransactionId hi,
+		   bool has_after, int64 after_id)
 {
 	ScanKeyInit(&s->keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE,
 				FullTransactionIdGetDatum(lo));
 	ScanKeyInit(&s->keys[1], 1, BTLessEqualStrategyNumber, F_XID8LE,
 				FullTransactionIdGetDatum(hi));
-	index_rescan(s->scan, s->keys, 2, NULL, 0);
+	if (has_after)
+		ScanKeyInit(&s->keys[2], 2, BTGreaterStrategyNumber, F_INT8GT,
+					Int64GetDatum(after_id));
+	else
+		ScanKeyInit(&s->keys[2], 2, BTGreaterEqualStrategyNumber, F_INT8GE,
+					Int64GetDatum(PG_INT64_MIN));
+	index_rescan(s->scan, s->keys, 3, NULL, 0);
 }
 
 /* The next index entry's (xid, id), without visiting the heap. */
@@ -627,6 +665,7 @@ collect(OutboxScan *s, OutboxPos from, OutboxPos to,
 			break;
 		if (window != NULL && !snapshot_sees(window, pos.xid))
 			continue;
+		s->seen++;
 		if (!scan_fetch(s))
 			continue;
 		if (tf != NULL && !topic_matches(tf, slot_getattr(s->slot, s->att.topic, &isnull)))
@@ -646,6 +685,32 @@ collect(OutboxScan *s, OutboxPos from, OutboxPos to,
 }
 
 /*
+ * Collect the events after `from` whose xid is at most hi (and that are not
+ * after `to`; see collect()).  Positioned in two steps when `from` is inside
+ * a transaction's group: the rest of that group, then the following xids.
+ * An id of PG_INT64_MIN in `from` stands for "the whole group".
+ */
+static int64
+walk(OutboxScan *s, OutboxPos from, FullTransactionId hi, OutboxPos to,
+	 const OutboxSnapshot *window, const TopicFilter *tf, int64 limit,
+	 OutboxRow **rows, int64 n, int64 *cap)
+{
+	if (n >= limit || FullTransactionIdFollows(from.xid, hi))
+		return n;
+	if (from.id != PG_INT64_MIN)
+	{
+		scan_range(s, from.xid, from.xid, true, from.id);
+		n = collect(s, from, to, window, tf, limit, rows, n, cap);
+		if (n >= limit || !FullTransactionIdPrecedes(from.xid, hi))
+			return n;
+		from.xid = FullTransactionIdFromU64(U64FromFullTransactionId(from.xid) + 1);
+		from.id = PG_INT64_MIN;
+	}
+	scan_range(s, from.xid, hi, false, 0);
+	return collect(s, from, to, window, tf, limit, rows, n, cap);
+}
+
+/*
  * Fetch, in (xid, id) order, up to limit events of the window (prev, window)
  * after `from` and not after `to`, among the filter's topics.
  *
@@ -654,8 +719,8 @@ collect(OutboxScan *s, OutboxPos from, OutboxPos to,
  * the "revived" transactions, running at prev and finished at window,
  * probed one xid at a time; then the range [prev.xmax, window.xmax),
  * filtered by visibility in the window's snapshot.  Events visible in prev
- * (finished) and events not yet visible in window are never read from the
- * heap, and mostly not even from the index.
+ * (finished) are never read, and events of the range not yet visible in
+ * window are skipped on their index entry, without visiting the heap.
  */
 static int64
 fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
@@ -667,6 +732,7 @@ fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
 				cap = 0;
 
 	*rows = NULL;
+	s->seen = 0;
 	range_start.xid = prev->xmax;
 	range_start.id = PG_INT64_MIN;
 
@@ -674,36 +740,35 @@ fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
 	{
 		for (uint32 i = 0; i < prev->nxip && n < limit; i++)
 		{
-			FullTransactionId x = prev->xip[i];
+			OutboxPos	start;
 
-			if (FullTransactionIdPrecedes(x, from.xid))
+			start.xid = prev->xip[i];
+			start.id = PG_INT64_MIN;
+			if (FullTransactionIdPrecedes(start.xid, from.xid))
 				continue;
-			if (FullTransactionIdFollows(x, to.xid))
+			if (FullTransactionIdFollows(start.xid, to.xid))
 				break;
-			if (!snapshot_sees(window, x))
+			if (!snapshot_sees(window, start.xid))
 				continue;
-			scan_range(s, x, x);
-			n = collect(s, from, to, NULL, tf, limit, rows, n, &cap);
+			if (FullTransactionIdEquals(start.xid, from.xid))
+				start = from;
+			n = walk(s, start, start.xid, to, NULL, tf, limit, rows, n, &cap);
 		}
 		from = range_start;
 	}
 
-	if (n < limit && !pos_less(to, from))
-	{
-		scan_range(s, from.xid, to.xid);
-		n = collect(s, from, to, window, tf, limit, rows, n, &cap);
-	}
-	return n;
+	return walk(s, from, to.xid, to, window, tf, limit, rows, n, &cap);
 }
 
 /*
- * Lock the consumer's row (only that row: consumers never wait for each
- * other) and read its state.  Returns false when there is no such consumer.
- * Concurrent next_batch() calls of one consumer queue here; under READ
- * COMMITTED the waiter then reads the winner's committed state.
+ * Read the consumer's state, locking its row when asked (only that row:
+ * consumers never wait for each other).  Returns false when there is no
+ * such consumer.  Concurrent next_batch() calls of one consumer queue on
+ * the lock; under READ COMMITTED the waiter then reads the winner's
+ * committed state.
  */
 static bool
-lock_consumer(text *consumer, ConsumerState *st)
+read_consumer(text *consumer, ConsumerState *st, bool lock)
 {
 	Datum		values[1];
 	HeapTuple	tup;
@@ -712,7 +777,7 @@ lock_consumer(text *consumer, ConsumerState *st)
 	Datum		d;
 
 	values[0] = PointerGetDatum(consumer);
-	idem_plan_execute(&lock_plan, values, NULL, false, 1);
+	idem_plan_execute(lock ? &lock_plan : &read_plan, values, NULL, false, 1);
 	if (SPI_processed == 0)
 		return false;
 	tup = SPI_tuptable->vals[0];
@@ -741,9 +806,73 @@ lock_consumer(text *consumer, ConsumerState *st)
 	st->batch_to.id = isnull ? 0 : DatumGetInt64(d);
 	d = SPI_getbinval(tup, desc, 8, &isnull);
 	st->batch_topics = topic_filter(d, isnull);
-	d = SPI_getbinval(tup, desc, 9, &isnull);
-	st->topics = topic_filter(d, isnull);
+	st->topics_datum = SPI_getbinval(tup, desc, 9, &st->topics_null);
+	st->topics = topic_filter(st->topics_datum, st->topics_null);
 	return true;
+}
+
+/*
+ * Do two reads of a consumer with no window and no batch open show the same
+ * position and topics?  Then a window fetched after the first read is the
+ * one the second would fetch.
+ */
+static bool
+same_start(const ConsumerState *a, const ConsumerState *b)
+{
+	if (a->has_batch || b->has_batch || a->window != NULL || b->window != NULL)
+		return false;
+	if (VARSIZE(a->prev) != VARSIZE(b->prev) ||
+		memcmp(a->prev, b->prev, VARSIZE(a->prev)) != 0)
+		return false;
+	if (a->topics_null != b->topics_null)
+		return false;
+	if (!a->topics_null)
+	{
+		struct varlena *x = PG_DETOAST_DATUM(a->topics_datum);
+		struct varlena *y = PG_DETOAST_DATUM(b->topics_datum);
+
+		if (VARSIZE(x) != VARSIZE(y) || memcmp(x, y, VARSIZE(x)) != 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Open a batch of the first max_events of the n fetched rows (n may be one
+ * more, which tells that the window goes on) and return it.  The consumer's
+ * row is locked.
+ */
+static void
+open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
+		   OutboxRow *rows, int64 n, int32 max_events,
+		   Tuplestorestate *ts, TupleDesc tupdesc)
+{
+	bool		ends_window = n <= max_events;
+	OutboxRow  *last;
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	int64		batch_id;
+
+	if (!ends_window)
+		n = max_events;
+	last = &rows[n - 1];		/* rows are still in (xid, id) order */
+
+	values[0] = PointerGetDatum(consumer);
+	values[1] = st->prev_datum;
+	values[2] = st->window_datum;
+	values[3] = FullTransactionIdGetDatum(st->done.xid);
+	values[4] = Int64GetDatum(st->done.id);
+	if (!st->has_done)
+		nulls[3] = nulls[4] = 'n';
+	values[5] = FullTransactionIdGetDatum(last->pos.xid);
+	values[6] = Int64GetDatum(last->pos.id);
+	values[7] = BoolGetDatum(ends_window);
+	values[8] = Int32GetDatum((int32) n);
+	idem_plan_execute(&open_plan, values, nulls, false, 0);
+	batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	put_batch(scan, ts, tupdesc, batch_id, rows, n);
 }
 
 /* ID020 for a consumer that is not subscribed. */
@@ -811,6 +940,8 @@ put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
 {
 	TupleDesc	rowdesc = RelationGetDescr(s->heap);
 	AttrNumber	cols[6];
+	Datum	   *rowvalues = palloc(sizeof(Datum) * rowdesc->natts);
+	bool	   *rownulls = palloc(sizeof(bool) * rowdesc->natts);
 
 	cols[0] = s->att.id;
 	cols[1] = s->att.topic;
@@ -825,12 +956,14 @@ put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
 		Datum		values[7];
 		bool		nulls[7];
 
+		heap_deform_tuple(rows[i].tuple, rowdesc, rowvalues, rownulls);
 		values[0] = Int64GetDatum(batch_id);
 		nulls[0] = false;
 		for (int c = 0; c < 6; c++)
 		{
-			Datum		v = heap_getattr(rows[i].tuple, cols[c], rowdesc, &nulls[c + 1]);
+			Datum		v = rowvalues[cols[c] - 1];
 
+			nulls[c + 1] = rownulls[cols[c] - 1];
 			if (!nulls[c + 1] && TupleDescAttr(rowdesc, cols[c] - 1)->attlen == -1 &&
 				VARATT_IS_EXTERNAL(DatumGetPointer(v)))
 				v = PointerGetDatum(PG_DETOAST_DATUM_PACKED(v));
@@ -838,6 +971,28 @@ put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
 		}
 		tuplestore_putvalues(ts, tupdesc, values, nulls);
 	}
+}
+
+/*
+ * Define idem.outbox_notify (called from _PG_init).
+ *
+ * PostgreSQL takes a cluster-wide lock when a transaction that notified
+ * commits, and holds it until the commit record is flushed: notifying
+ * transactions commit one at a time, never in a group.  Writers that commit
+ * at a high rate on a durable disk may prefer to turn notifications off
+ * (for a role, a session or one transaction) and let relays poll.
+ */
+void
+idem_outbox_define_settings(void)
+{
+	DefineCustomBoolVariable("idem.outbox_notify",
+							 "Whether idem.emit() notifies channel idem_outbox when the transaction commits.",
+							 "PostgreSQL commits notifying transactions one at a time; turning this off lets high-rate writers commit in groups, and relays then find new events by polling.",
+							 &idem_outbox_notify,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 }
 
 /*
@@ -889,7 +1044,8 @@ idem_emit(PG_FUNCTION_ARGS)
 									 1, &isnull));
 	SPI_finish();
 
-	Async_Notify(OUTBOX_CHANNEL, text_to_cstring(topic));
+	if (idem_outbox_notify)
+		Async_Notify(OUTBOX_CHANNEL, text_to_cstring(topic));
 
 	PG_RETURN_INT64(id);
 }
@@ -991,13 +1147,19 @@ idem_unsubscribe(PG_FUNCTION_ARGS)
  * to learn whether the batch exhausts the window, so that finish_batch()
  * can close the window at once.
  *
- * When a window holds nothing (more) for this consumer, the consumer's
- * snapshot moves to the window's end without opening a batch.  That is
- * safe: the window is the set of events of transactions visible in its
- * snapshot and not in the previous one; those transactions had finished
+ * The common idle call (no batch, no window, and no event at all committed
+ * since the consumer's snapshot) is answered from an unlocked read and
+ * writes nothing: a relay polling an idle outbox costs no xid and no WAL.
+ * Otherwise the consumer's row is locked and re-read; if nobody moved it in
+ * between, the window already fetched is used.
+ *
+ * When a window holds events but none for this consumer (or no more), the
+ * consumer's snapshot moves to the window's end without opening a batch.
+ * That is safe: the window is the set of events of transactions visible in
+ * its snapshot and not in the previous one; those transactions had finished
  * when the snapshot was taken, so no event can join the window later, and
- * an empty window skips nothing.  Moving on keeps the next window, and the
- * part of the index it walks, small.
+ * skipping it loses nothing.  Moving on keeps the next window, and the part
+ * of the index it walks, small.
  */
 PG_FUNCTION_INFO_V1(idem_next_batch);
 Datum
@@ -1026,7 +1188,50 @@ idem_next_batch(PG_FUNCTION_ARGS)
 	ts = begin_materialize(fcinfo, &tupdesc);
 
 	SPI_connect();
-	if (!lock_consumer(consumer, &st))
+	if (!read_consumer(consumer, &st, false))
+		report_consumer_unknown(consumer);
+
+	if (!st.has_batch && st.window == NULL)
+	{
+		ConsumerState locked;
+		OutboxPos	start = {InvalidFullTransactionId, PG_INT64_MIN};
+
+		st.window = snapshot_take();
+		st.window_datum = PointerGetDatum(st.window);
+		scan_begin(&scan);
+		n = fetch_window(&scan, st.prev, st.window, start, window_end(st.window),
+						 st.topics, (int64) max_events + 1, &rows);
+		if (scan.seen == 0)
+		{
+			/* nothing committed since the consumer's snapshot */
+			scan_end(&scan);
+			SPI_finish();
+			return (Datum) 0;
+		}
+
+		if (!read_consumer(consumer, &locked, true))
+			report_consumer_unknown(consumer);
+		if (same_start(&st, &locked))
+		{
+			if (n > 0)
+				open_batch(consumer, &st, &scan, rows, n, max_events, ts, tupdesc);
+			else
+			{
+				/* events, but none of this consumer's topics: move past */
+				Datum		values[2];
+
+				values[0] = PointerGetDatum(consumer);
+				values[1] = st.window_datum;
+				idem_plan_execute(&advance_plan, values, NULL, false, 0);
+			}
+			scan_end(&scan);
+			SPI_finish();
+			return (Datum) 0;
+		}
+		scan_end(&scan);
+		st = locked;			/* moved meanwhile: start over, locked */
+	}
+	else if (!read_consumer(consumer, &st, true))
 		report_consumer_unknown(consumer);
 
 	if (st.has_batch)
@@ -1060,32 +1265,7 @@ idem_next_batch(PG_FUNCTION_ARGS)
 						 st.topics, (int64) max_events + 1, &rows);
 		if (n > 0)
 		{
-			bool		ends_window = n <= max_events;
-			OutboxRow  *last;
-			Datum		values[9];
-			char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-			bool		isnull;
-			int64		batch_id;
-
-			if (!ends_window)
-				n = max_events;
-			last = &rows[n - 1];	/* rows are still in (xid, id) order */
-
-			values[0] = PointerGetDatum(consumer);
-			values[1] = st.prev_datum;
-			values[2] = st.window_datum;
-			values[3] = FullTransactionIdGetDatum(st.done.xid);
-			values[4] = Int64GetDatum(st.done.id);
-			if (!st.has_done)
-				nulls[3] = nulls[4] = 'n';
-			values[5] = FullTransactionIdGetDatum(last->pos.xid);
-			values[6] = Int64GetDatum(last->pos.id);
-			values[7] = BoolGetDatum(ends_window);
-			values[8] = Int32GetDatum((int32) n);
-			idem_plan_execute(&open_plan, values, nulls, false, 0);
-			batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 1, &isnull));
-			put_batch(&scan, ts, tupdesc, batch_id, rows, n);
+			open_batch(consumer, &st, &scan, rows, n, max_events, ts, tupdesc);
 			scan_end(&scan);
 			break;
 		}
@@ -1176,6 +1356,18 @@ idem_finish_batch(PG_FUNCTION_ARGS)
 	PG_RETURN_NULL();
 }
 
+/* Append an event id to the list of those to delete, growing it. */
+static void
+trim_add(Datum **ids, int *n, int *max, int64 id)
+{
+	if (*n >= *max)
+	{
+		*max *= 2;
+		*ids = repalloc_huge(*ids, sizeof(Datum) * *max);
+	}
+	(*ids)[(*n)++] = Int64GetDatum(id);
+}
+
 /*
  * Delete up to max_rows events that every consumer has finished, or, with
  * no consumers, that are older than idem.outbox_retention.
@@ -1198,7 +1390,8 @@ idem_outbox_trim(int32 max_rows)
 	OutboxSnapshot **snaps;
 	int			nsnaps;
 	Datum	   *ids;
-	int			nids = 0;
+	int			nids = 0,
+				maxids = Min(max_rows, 1024);
 	OutboxPos	pos;
 	int64		deleted = 0;
 
@@ -1216,7 +1409,7 @@ idem_outbox_trim(int32 max_rows)
 		snaps[i] = snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[i],
 													 SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	ids = palloc(sizeof(Datum) * max_rows);
+	ids = palloc(sizeof(Datum) * maxids);
 
 	scan_begin(&scan);
 	if (nsnaps == 0)
@@ -1226,7 +1419,7 @@ idem_outbox_trim(int32 max_rows)
 		int			looked = 0;
 
 		scan_range(&scan, FullTransactionIdFromU64(0),
-				   FullTransactionIdFromU64(PG_UINT64_MAX));
+				   FullTransactionIdFromU64(PG_UINT64_MAX), false, 0);
 		while (looked < max_rows && scan_next(&scan, &pos))
 		{
 			bool		isnull;
@@ -1238,7 +1431,7 @@ idem_outbox_trim(int32 max_rows)
 			looked++;
 			created = slot_getattr(scan.slot, scan.att.created_at, &isnull);
 			if (!isnull && DatumGetTimestampTz(created) < cutoff)
-				ids[nids++] = Int64GetDatum(pos.id);
+				trim_add(&ids, &nids, &maxids, pos.id);
 		}
 	}
 	else
@@ -1250,7 +1443,8 @@ idem_outbox_trim(int32 max_rows)
 				limit = snaps[i]->xmax;
 
 		scan_range(&scan, FullTransactionIdFromU64(0),
-				   FullTransactionIdFromU64(U64FromFullTransactionId(limit) - 1));
+				   FullTransactionIdFromU64(U64FromFullTransactionId(limit) - 1),
+				   false, 0);
 		while (nids < max_rows && scan_next(&scan, &pos))
 		{
 			bool		finished = true;
@@ -1259,7 +1453,7 @@ idem_outbox_trim(int32 max_rows)
 			for (int i = 0; i < nsnaps && finished; i++)
 				finished = snapshot_sees(snaps[i], pos.xid);
 			if (finished && scan_fetch(&scan))
-				ids[nids++] = Int64GetDatum(pos.id);
+				trim_add(&ids, &nids, &maxids, pos.id);
 		}
 	}
 	scan_end(&scan);
