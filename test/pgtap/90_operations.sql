@@ -1,7 +1,7 @@
 -- Operations contract (SPEC.md section 4): maintain(), grant_usage(), the
 -- views, the settings, and the privilege model of every object.
 BEGIN;
-SELECT plan(39);
+SELECT plan(41);
 
 -- idem.maintain()
 SELECT has_function('idem', 'maintain', ARRAY[]::text[], 'idem.maintain() exists');
@@ -106,6 +106,13 @@ SELECT set_eq($$
     ARRAY['idem.keys', 'idem.key_token_seq', 'idem.outbox', 'idem.outbox_id_seq',
           'idem.consumers', 'idem.outbox_batch_seq'],
     'every table and counter holding user data is kept by pg_dump');
+
+-- Versioned install script; upgrades go through ALTER EXTENSION ... UPDATE.
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'pg_idem'),
+          (SELECT default_version FROM pg_available_extensions WHERE name = 'pg_idem'),
+          'the installed version is the default version');
+SELECT lives_ok('ALTER EXTENSION pg_idem UPDATE',
+                'ALTER EXTENSION pg_idem UPDATE works (a no-op while 0.1.0 is the only version)');
 
 -- What grant_usage() gives, and what it does not.
 CREATE ROLE regress_tap_app;
