@@ -316,7 +316,7 @@ static void enum_label_oids(Oid typid, const char *const *labels, int n,
 static TupleDesc reservation_desc(FunctionCallInfo fcinfo);
 
 /* table access */
-static void keys_open(KeysRel *kr, bool speculative);
+static void keys_open(KeysRel *kr, const char *cmdname, bool speculative);
 static TupleTableSlot *keys_lockslot(KeysRel *kr);
 static void keys_close(KeysRel *kr);
 static void keys_snapshot(KeysRel *kr);
@@ -347,7 +347,8 @@ static void build_checkpoint(KeyChange *change, const KeyRow *row,
 							 Datum *values, bool *isnull);
 
 /* holder operations */
-static void holder_change(text *scope, text *key, KeyChange *change);
+static void holder_change(const char *cmdname, text *scope, text *key,
+						  KeyChange *change);
 static void raise_not_held(text *scope, text *key, int64 token,
 						   const KeyRow *row, TimestampTz now);
 
@@ -617,12 +618,15 @@ reservation_desc(FunctionCallInfo fcinfo)
  * Open idem.keys for writing, as the executor opens the target of an
  * INSERT or UPDATE: the relation, all its indexes (with what a speculative
  * insertion needs if speculative), and slots of the table's own kind.
+ * Refused in a read-only transaction (and on a standby), as the executor
+ * would refuse the statement.
  */
 static void
-keys_open(KeysRel *kr, bool speculative)
+keys_open(KeysRel *kr, const char *cmdname, bool speculative)
 {
 	Oid			pkey_oid;
 
+	PreventCommandIfReadOnly(cmdname);
 	memset(kr, 0, sizeof(KeysRel));
 	kr->estate = CreateExecutorState();
 	kr->rel = table_open(keys_catalog.keys_relid, RowExclusiveLock);
@@ -1154,7 +1158,7 @@ idem_reserve(PG_FUNCTION_ARGS)
 	keys_catalog_ensure();
 	desc = reservation_desc(fcinfo);
 	memset(res_null, true, sizeof(res_null));
-	keys_open(&kr, true);
+	keys_open(&kr, "idem.reserve()", true);
 
 	for (;;)
 	{
@@ -1295,7 +1299,7 @@ idem_reserve(PG_FUNCTION_ARGS)
  * in_progress, not expired.  Otherwise raise ID002 or ID003.
  */
 static void
-holder_change(text *scope, text *key, KeyChange *change)
+holder_change(const char *cmdname, text *scope, text *key, KeyChange *change)
 {
 	KeysRel		kr;
 	KeyRow		row;
@@ -1303,7 +1307,7 @@ holder_change(text *scope, text *key, KeyChange *change)
 
 	change->check = check_held;
 	keys_catalog_ensure();
-	keys_open(&kr, false);
+	keys_open(&kr, cmdname, false);
 	keys_snapshot(&kr);
 	if (!key_lookup(&kr, scope, key, &row))
 		result = KEY_GONE;
@@ -1398,7 +1402,7 @@ idem_complete(PG_FUNCTION_ARGS)
 	change.status = change.status_null ? (Datum) 0 : PG_GETARG_DATUM(3);
 	change.build = build_complete;
 
-	holder_change(scope, key, &change);
+	holder_change("idem.complete()", scope, key, &change);
 	PG_RETURN_VOID();
 }
 
@@ -1420,7 +1424,7 @@ idem_release(PG_FUNCTION_ARGS)
 	scope = name_arg(fcinfo, 2, true);
 	change.build = build_release;
 
-	holder_change(scope, key, &change);
+	holder_change("idem.release()", scope, key, &change);
 	PG_RETURN_VOID();
 }
 
@@ -1453,7 +1457,7 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 	change.lease = interval_arg(fcinfo, 5, "lease", &lease_dflt);
 	change.build = build_checkpoint;
 
-	holder_change(scope, key, &change);
+	holder_change("idem.checkpoint()", scope, key, &change);
 	PG_RETURN_VOID();
 }
 
@@ -1480,6 +1484,7 @@ idem_forget(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	bool		alive = false;
 
+	PreventCommandIfReadOnly("idem.forget()");
 	values[0] = PointerGetDatum(scope);
 	values[1] = PointerGetDatum(key);
 	values[2] = TimestampTzGetDatum(GetCurrentTimestamp());
@@ -1515,6 +1520,7 @@ idem_keys_purge(int32 max_rows)
 				 errmsg("max_rows must be positive"),
 				 errdetail("max_rows is %d.", max_rows)));
 
+	PreventCommandIfReadOnly("idem.purge()");
 	values[0] = TimestampTzGetDatum(GetCurrentTimestamp());
 	values[1] = Int64GetDatum(max_rows);
 
