@@ -978,6 +978,13 @@ key_update(KeysRel *kr, KeyRow *row, KeyChange *change)
 	}
 }
 
+/* The ttl of the reservation that holds or held a key */
+static inline Interval *
+key_ttl(const KeyRow *row)
+{
+	return DatumGetIntervalP(row->values[keys_catalog.col[KC_TTL]]);
+}
+
 /* complete, release, checkpoint: the current token, in progress, not expired */
 static bool
 check_held(KeyChange *change, const KeyRow *row)
@@ -1079,8 +1086,8 @@ build_complete(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull
 	isnull[col[KC_RECOVERY_POINT]] = true;
 	isnull[col[KC_CHECKPOINT]] = true;
 	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
-	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
-													 add_interval(change->now, DatumGetIntervalP(row->values[col[KC_TTL]])));
+	values[col[KC_EXPIRES_AT]] =
+		TimestampTzGetDatum(add_interval(change->now, key_ttl(row)));
 }
 
 /*
@@ -1095,8 +1102,8 @@ build_release(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 	values[col[KC_STATE]] = ObjectIdGetDatum(keys_catalog.state_oids[KEY_RELEASED]);
 	isnull[col[KC_LOCKED_UNTIL]] = true;
 	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
-	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
-													 add_interval(change->now, DatumGetIntervalP(row->values[col[KC_TTL]])));
+	values[col[KC_EXPIRES_AT]] =
+		TimestampTzGetDatum(add_interval(change->now, key_ttl(row)));
 }
 
 /* Checkpoint: record the recovery point and state, and renew the lease. */
@@ -1112,8 +1119,8 @@ build_checkpoint(KeyChange *change, const KeyRow *row, Datum *values, bool *isnu
 	isnull[col[KC_CHECKPOINT]] = change->checkpoint_null;
 	values[col[KC_LOCKED_UNTIL]] = TimestampTzGetDatum(change->new_locked_until);
 	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
-	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
-													 add_interval(change->new_locked_until, DatumGetIntervalP(row->values[col[KC_TTL]])));
+	values[col[KC_EXPIRES_AT]] =
+		TimestampTzGetDatum(add_interval(change->new_locked_until, key_ttl(row)));
 }
 
 
