@@ -283,16 +283,19 @@ static IdemPlan plan_forget = {
 };
 
 /*
- * Up to $2 expired keys ($1 now).  Rows locked by a running transaction are
- * skipped rather than waited for, so purge never queues behind a holder.
+ * Up to $2 expired keys ($1 now), found through the expires_at index and
+ * deleted by TID, so a batch costs the same however many keys have expired.
+ * Rows locked by a running transaction are skipped rather than waited for,
+ * so purge never queues behind a holder.  The rows are locked, and their
+ * expiry re-checked on their newest version, by the FOR UPDATE, so the
+ * DELETE need not check it again (which would make it scan the index).
  */
 static IdemPlan plan_purge = {
 	"DELETE FROM idem.keys AS k"
 	" WHERE k.ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 	"   SELECT e.ctid FROM idem.keys AS e"
 	"   WHERE e.expires_at OPERATOR(pg_catalog.<=) $1"
-	"   LIMIT $2 FOR UPDATE SKIP LOCKED))"
-	" AND k.expires_at OPERATOR(pg_catalog.<=) $1",
+	"   LIMIT $2 FOR UPDATE SKIP LOCKED))",
 	2, {TIMESTAMPTZOID, INT8OID}
 };
 
