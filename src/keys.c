@@ -808,7 +808,6 @@ key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change)
 			if (IsolationUsesXactSnapshot())
 			{
 				Snapshot	snap = GetTransactionSnapshot();
-
 				TupleTableSlot *found = keys_lockslot(kr);
 
 				if (!table_tuple_fetch_row_version(kr->rel, &conflict_tid,
@@ -822,7 +821,6 @@ key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change)
 					xmin = DatumGetTransactionId(slot_getsysattr(found,
 																 MinTransactionIdAttributeNumber,
 																 &xmin_isnull));
-
 					if (!TransactionIdIsCurrentTransactionId(xmin))
 						ereport(ERROR,
 								(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
