@@ -91,7 +91,7 @@ run_tap() {
 	(cd "$tapdir" && idem_as_pg env TESTDIR="$tapdir" PATH="$PGBIN:$PATH" \
 		PG_REGRESS="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress" \
 		IDEM_ROOT="$IDEM_ROOT" \
-		prove -v -I "$pgxs_perl" -I t t/*.pl) >"$LOGS/tap.log" 2>&1 || true
+		prove -v -I "$pgxs_perl" -I t t/*.pl 9>&-) >"$LOGS/tap.log" 2>&1 || true
 	grep -vE '^\s*ok [0-9]+' "$LOGS/tap.log" || true
 	if grep -q '^Result: FAIL' "$LOGS/tap.log"; then
 		for f in "$tapdir"/tmp_check/log/regress_log_*; do
