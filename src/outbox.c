@@ -1,0 +1,1497 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.c
+ *	  The transactional outbox: emit, subscribe, unsubscribe, next_batch,
+ *	  finish_batch, and the trimming that idem.maintain() runs.
+ *
+ * An event is a row of idem.outbox inserted in the caller's transaction, so
+ * it exists if and only if that transaction commits.  The row records its
+ * writing transaction as a top-level xid8.
+ *
+ * Delivery follows transaction visibility, as in PgQ, but without a ticker
+ * daemon: each consumer keeps the snapshot up to which it has finished (P).
+ * When it asks for events, next_batch takes a fresh snapshot C, and the
+ * window (P, C) is the set of events whose xid is visible in C and was not
+ * visible in P.  Both snapshots are fixed, and a transaction visible in C has
+ * written all its rows, so the set is fixed too: walking it in id order with
+ * an id cursor across successive batches is exact, and a transaction that
+ * commits late simply falls into a later window.  When the window is
+ * exhausted, P := C.  Nothing relies on ids growing with commit order, which
+ * is what makes `id > last_id` lose the events of long transactions.
+ *
+ * The walk never wades through events outside the window.  When a window
+ * opens, one index-only pass over its entries in the (xid, id) index finds
+ * the smallest and largest event id in it: every event of the window has
+ * either an xid in [P.xmax, C.xmax) -- one range of that index -- or an xid
+ * that was running at P and is finished at C (a short list, PgQ's "IN
+ * list", probed by equality).  Batches then walk the primary key, which
+ * carries the xid, from the cursor up to that largest id, skipping entries
+ * of other windows on the index tuple alone.  So a batch costs its own rows,
+ * not the retained history, not the rest of the window.
+ *
+ * Each consumer locks only its own row of idem.consumers, and only when
+ * there is something to do; emitters never touch that table.  Trimming
+ * deletes events whose xid is visible in every consumer's P, in bounded
+ * batches.
+ *
+ * IDENTIFICATION
+ *	  src/outbox.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/itup.h"
+#include "access/relscan.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "utils/xid8.h"
+
+#include "outbox.h"
+#include "pg_idem.h"
+#include "spi_util.h"
+
+/* The channel emit() notifies; the payload is the topic. */
+#define OUTBOX_CHANNEL "idem_outbox"
+
+/* idem.outbox_notify */
+bool		idem_outbox_notify = true;
+
+/*
+ * The in-memory layout of a pg_snapshot value (xid8funcs.c keeps it
+ * private).  It is the on-disk format of a type stored in user tables, so
+ * it cannot change without breaking pg_upgrade; snapshot_from_datum()
+ * checks the size anyway.
+ */
+typedef struct OutboxSnapshot
+{
+	int32		vl_len_;		/* varlena header (do not touch directly) */
+	uint32		nxip;			/* number of in-progress xids */
+	FullTransactionId xmin;
+	FullTransactionId xmax;
+	FullTransactionId xip[FLEXIBLE_ARRAY_MEMBER];	/* sorted, in [xmin, xmax) */
+} OutboxSnapshot;
+
+#define OUTBOX_SNAPSHOT_SIZE(n) \
+	(offsetof(OutboxSnapshot, xip) + sizeof(FullTransactionId) * (n))
+
+/* Attribute numbers of idem.outbox's columns, looked up by name. */
+typedef struct OutboxAttrs
+{
+	AttrNumber	id;
+	AttrNumber	topic;
+	AttrNumber	key;
+	AttrNumber	payload;
+	AttrNumber	headers;
+	AttrNumber	created_at;
+} OutboxAttrs;
+
+/*
+ * Walks of idem.outbox's two indexes: the primary key (id) INCLUDE (xid),
+ * walked in id order, and (xid, id), walked by xid.  Both carry the xid, so
+ * entries outside a window are skipped on the index tuple; the heap is
+ * fetched, under an MVCC snapshot, only for the entries kept.
+ */
+typedef struct OutboxScan
+{
+	Relation	heap;
+	Relation	pkey;			/* outbox_pkey: (id) INCLUDE (xid) */
+	Relation	byxid;			/* outbox_xid_id_idx: (xid, id) */
+	Snapshot	snapshot;
+	IndexScanDesc scan;			/* the walk in progress */
+	TupleTableSlot *slot;
+	OutboxAttrs att;
+	ScanKeyData keys[2];
+} OutboxScan;
+
+/* A topic filter: NULL (every topic) or a list of names. */
+typedef struct TopicFilter
+{
+	int			n;
+	text	  **names;
+} TopicFilter;
+
+/* A window: the events of (prev, window), ids after done up to last. */
+typedef struct Window
+{
+	const OutboxSnapshot *prev;
+	const OutboxSnapshot *window;
+	int64		done;
+	int64		last;
+} Window;
+
+/* A consumer's row of idem.consumers, as next_batch() reads it. */
+typedef struct ConsumerState
+{
+	Datum		prev_datum;		/* snapshot: P */
+	OutboxSnapshot *prev;
+	Datum		window_datum;	/* window_snapshot: C, when a window is open */
+	OutboxSnapshot *window;
+	int64		done_id;		/* window_done_id */
+	int64		last_id;		/* window_last_id */
+	bool		has_batch;		/* an open batch? */
+	int64		batch_id;
+	int64		batch_last_id;
+	TopicFilter *batch_topics;
+	TopicFilter *topics;
+	Datum		topics_datum;	/* topics as stored, to compare states */
+	bool		topics_null;
+} ConsumerState;
+
+static IdemPlan emit_plan = {
+	"INSERT INTO idem.outbox (topic, key, payload, headers) "
+	"VALUES ($1, $2, $3, $4) RETURNING id",
+	4, {TEXTOID, TEXTOID, JSONBOID, JSONBOID}
+};
+
+static IdemPlan snapshot_plan = {
+	"SELECT pg_catalog.pg_current_snapshot()",
+	0, {InvalidOid}
+};
+
+/* The snapshot and the oldest retained event, seen by one statement. */
+static IdemPlan oldest_plan = {
+	"SELECT pg_catalog.pg_current_snapshot(), "
+	"(SELECT o.xid FROM idem.outbox o ORDER BY o.xid, o.id LIMIT 1)",
+	0, {InvalidOid}
+};
+
+static IdemPlan subscribe_plan = {
+	"INSERT INTO idem.consumers AS c (name, topics, snapshot) "
+	"VALUES ($1, $2, $3) "
+	"ON CONFLICT (name) DO UPDATE SET topics = EXCLUDED.topics",
+	3, {TEXTOID, TEXTARRAYOID, PG_SNAPSHOTOID}
+};
+
+static IdemPlan unsubscribe_plan = {
+	"DELETE FROM idem.consumers c WHERE c.name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+#define CONSUMER_COLUMNS \
+	"c.snapshot, c.window_snapshot, c.window_done_id, c.window_last_id, " \
+	"c.batch_id, c.batch_last_id, c.batch_topics, c.topics"
+
+static IdemPlan read_plan = {
+	"SELECT " CONSUMER_COLUMNS " FROM idem.consumers c "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static IdemPlan lock_plan = {
+	"SELECT " CONSUMER_COLUMNS " FROM idem.consumers c "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
+	1, {TEXTOID}
+};
+
+static IdemPlan open_plan = {
+	"UPDATE idem.consumers c SET snapshot = $2, window_snapshot = $3, "
+	"window_done_id = $4, window_last_id = $5, "
+	"batch_id = pg_catalog.nextval('idem.outbox_batch_seq'::pg_catalog.regclass), "
+	"batch_last_id = $6, batch_topics = c.topics, batch_ends_window = $7, "
+	"batch_events = $8, batch_opened_at = pg_catalog.now() "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1 RETURNING c.batch_id",
+	8, {TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, INT8OID, INT8OID, INT8OID,
+		BOOLOID, INT4OID}
+};
+
+static IdemPlan advance_plan = {
+	"UPDATE idem.consumers c SET snapshot = $2, window_snapshot = NULL, "
+	"window_done_id = NULL, window_last_id = NULL "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1",
+	2, {TEXTOID, PG_SNAPSHOTOID}
+};
+
+static IdemPlan finish_plan = {
+	"UPDATE idem.consumers c SET "
+	"snapshot = CASE WHEN c.batch_ends_window THEN c.window_snapshot ELSE c.snapshot END, "
+	"window_snapshot = CASE WHEN c.batch_ends_window THEN NULL ELSE c.window_snapshot END, "
+	"window_done_id = CASE WHEN c.batch_ends_window THEN NULL ELSE c.batch_last_id END, "
+	"window_last_id = CASE WHEN c.batch_ends_window THEN NULL ELSE c.window_last_id END, "
+	"batch_id = NULL, batch_last_id = NULL, batch_topics = NULL, "
+	"batch_ends_window = NULL, batch_opened_at = NULL, finished_at = pg_catalog.now() "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1 AND c.batch_id OPERATOR(pg_catalog.=) $2 "
+	"RETURNING c.batch_events",
+	2, {TEXTOID, INT8OID}
+};
+
+static IdemPlan open_batch_plan = {
+	"SELECT c.batch_id FROM idem.consumers c WHERE c.name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static IdemPlan trim_consumers_plan = {
+	"SELECT c.snapshot FROM idem.consumers c",
+	0, {InvalidOid}
+};
+
+static IdemPlan trim_delete_plan = {
+	"DELETE FROM idem.outbox o WHERE o.id OPERATOR(pg_catalog.=) ANY ($1)",
+	1, {INT8ARRAYOID}
+};
+
+static text *name_arg(FunctionCallInfo fcinfo, int argno, const char *what);
+static void check_name_length(int len, const char *what);
+static Datum topics_arg(FunctionCallInfo fcinfo, int argno, bool *isnull);
+static OutboxSnapshot *snapshot_from_datum(Datum d);
+static int	fxid_cmp(const void *a, const void *b);
+static bool snapshot_sees(const OutboxSnapshot *s, FullTransactionId xid);
+static OutboxSnapshot *snapshot_without_self(OutboxSnapshot *s);
+static OutboxSnapshot *snapshot_take(void);
+static OutboxSnapshot *snapshot_empty_at(FullTransactionId xid);
+static FullTransactionId fxid_before(FullTransactionId xid);
+static void scan_begin(OutboxScan *s);
+static void scan_by_xid(OutboxScan *s, FullTransactionId lo, FullTransactionId hi);
+static void scan_by_id(OutboxScan *s, int64 after, int64 last);
+static bool scan_next(OutboxScan *s, FullTransactionId *xid, int64 *id);
+static bool scan_fetch(OutboxScan *s);
+static void scan_end_walk(OutboxScan *s);
+static void scan_end(OutboxScan *s);
+static TopicFilter *topic_filter(Datum topics, bool isnull);
+static bool topic_matches(const TopicFilter *tf, Datum topic);
+static bool window_bounds(OutboxScan *s, const OutboxSnapshot *prev,
+						  const OutboxSnapshot *window, int64 *first,
+						  int64 *last);
+static int64 fetch_window(OutboxScan *s, const Window *w, int64 upto,
+						  const TopicFilter *tf, int64 limit,
+						  HeapTuple **rows, int64 *last_kept);
+static bool read_consumer(text *consumer, ConsumerState *st, bool lock);
+static bool same_start(const ConsumerState *a, const ConsumerState *b);
+static bool snapshot_is_foreign(const OutboxSnapshot *s);
+static void report_consumer_unknown(text *consumer);
+static Tuplestorestate *begin_materialize(FunctionCallInfo fcinfo,
+										  TupleDesc *tupdesc);
+static void put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
+					  int64 batch_id, HeapTuple *rows, int64 n);
+static void advance(text *consumer, Datum snapshot);
+static bool try_open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
+						   int32 max_events, Tuplestorestate *ts,
+						   TupleDesc tupdesc);
+static void trim_add(Datum **ids, int *n, int *max, int64 id);
+
+/*
+ * Read a consumer or topic name argument: NULL raises 22004, an empty or
+ * over-long name 22023 (the contract's limits, counted in bytes).
+ */
+static text *
+name_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	text	   *t;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	t = PG_GETARG_TEXT_PP(argno);
+	check_name_length(VARSIZE_ANY_EXHDR(t), what);
+	return t;
+}
+
+/* Names are 1..IDEM_MAX_NAME_BYTES bytes long. */
+static void
+check_name_length(int len, const char *what)
+{
+	if (len < 1 || len > IDEM_MAX_NAME_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be between 1 and %d bytes long",
+						what, IDEM_MAX_NAME_BYTES),
+				 errdetail("The %s given is %d bytes long.", what, len)));
+}
+
+/*
+ * Read subscribe()'s topic filter.  NULL means every topic; otherwise a
+ * non-empty one-dimensional array of valid topic names.  An empty array is
+ * refused rather than read as "no topic": a consumer of nothing is a
+ * mistake, and NULL already says "everything".
+ */
+static Datum
+topics_arg(FunctionCallInfo fcinfo, int argno, bool *isnull)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	*isnull = PG_ARGISNULL(argno);
+	if (*isnull)
+		return (Datum) 0;
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("topics must be a one-dimensional array"),
+				 errdetail("The array given has %d dimensions.", ARR_NDIM(arr))));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("topics must not be an empty array"),
+				 errdetail("A consumer of no topic would never receive an event."),
+				 errhint("Pass NULL to receive every topic.")));
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("topics must not contain null"),
+					 errdetail("Element %d of the array is null.", i + 1)));
+		check_name_length(VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])), "topic");
+	}
+	return PointerGetDatum(arr);
+}
+
+/* Detoast a pg_snapshot datum and check that it has the expected layout. */
+static OutboxSnapshot *
+snapshot_from_datum(Datum d)
+{
+	OutboxSnapshot *s = (OutboxSnapshot *) PG_DETOAST_DATUM(d);
+
+	if (VARSIZE(s) != OUTBOX_SNAPSHOT_SIZE(s->nxip))
+		elog(ERROR, "pg_idem: unexpected pg_snapshot layout");
+	return s;
+}
+
+static int
+fxid_cmp(const void *a, const void *b)
+{
+	FullTransactionId x = *(const FullTransactionId *) a;
+	FullTransactionId y = *(const FullTransactionId *) b;
+
+	if (FullTransactionIdPrecedes(x, y))
+		return -1;
+	if (FullTransactionIdPrecedes(y, x))
+		return 1;
+	return 0;
+}
+
+/* pg_visible_in_snapshot(): was xid finished when the snapshot was taken? */
+static bool
+snapshot_sees(const OutboxSnapshot *s, FullTransactionId xid)
+{
+	if (FullTransactionIdPrecedes(xid, s->xmin))
+		return true;
+	if (!FullTransactionIdPrecedes(xid, s->xmax))
+		return false;
+	return bsearch(&xid, s->xip, s->nxip, sizeof(FullTransactionId),
+				   fxid_cmp) == NULL;
+}
+
+/*
+ * PostgreSQL leaves the backend's own xid out of its snapshots' running
+ * list, so pg_current_snapshot() taken by a transaction that has an xid
+ * "sees" that transaction as finished.  Stored as a consumer position, that
+ * would hide every event this still-open transaction emits (a relay that
+ * emits follow-up events in its own transaction would lose them).  Put the
+ * xid back among the running ones: its events then arrive in a later window,
+ * once it has committed, like anybody else's.
+ */
+static OutboxSnapshot *
+snapshot_without_self(OutboxSnapshot *s)
+{
+	FullTransactionId me = GetTopFullTransactionIdIfAny();
+	OutboxSnapshot *r;
+	uint32		i,
+				j;
+
+	if (!FullTransactionIdIsValid(me) || !snapshot_sees(s, me))
+		return s;
+
+	r = palloc(OUTBOX_SNAPSHOT_SIZE(s->nxip + 1));
+	SET_VARSIZE(r, OUTBOX_SNAPSHOT_SIZE(s->nxip + 1));
+	r->nxip = s->nxip + 1;
+	r->xmin = FullTransactionIdPrecedes(me, s->xmin) ? me : s->xmin;
+	r->xmax = s->xmax;
+	for (i = 0, j = 0; i < s->nxip && FullTransactionIdPrecedes(s->xip[i], me); i++)
+		r->xip[j++] = s->xip[i];
+	r->xip[j++] = me;
+	for (; i < s->nxip; i++)
+		r->xip[j++] = s->xip[i];
+	return r;
+}
+
+/*
+ * A new snapshot, as of now.  It is taken by its own SPI statement, so under
+ * READ COMMITTED it is newer than any lock wait that came before it.
+ */
+static OutboxSnapshot *
+snapshot_take(void)
+{
+	bool		isnull;
+	Datum		d;
+
+	idem_plan_execute(&snapshot_plan, NULL, NULL, false, 1);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return snapshot_without_self(snapshot_from_datum(d));
+}
+
+/* A snapshot in which no transaction from xid on is visible. */
+static OutboxSnapshot *
+snapshot_empty_at(FullTransactionId xid)
+{
+	OutboxSnapshot *r = palloc(OUTBOX_SNAPSHOT_SIZE(0));
+
+	SET_VARSIZE(r, OUTBOX_SNAPSHOT_SIZE(0));
+	r->nxip = 0;
+	r->xmin = xid;
+	r->xmax = xid;
+	return r;
+}
+
+/* xid - 1 (xids in snapshots are never 0) */
+static FullTransactionId
+fxid_before(FullTransactionId xid)
+{
+	return FullTransactionIdFromU64(U64FromFullTransactionId(xid) - 1);
+}
+
+/*
+ * Open idem.outbox and its indexes for walks, under a snapshot at least as
+ * new as any window snapshot taken before (a fresh one under READ
+ * COMMITTED; under REPEATABLE READ the transaction's, which is then also
+ * the window's): every event of a window is visible to the walk.
+ */
+static void
+scan_begin(OutboxScan *s)
+{
+	Oid			nsp = get_namespace_oid("idem", false);
+	Oid			relid = get_relname_relid("outbox", nsp);
+	Oid			pkeyid = get_relname_relid("outbox_pkey", nsp);
+	Oid			byxidid = get_relname_relid("outbox_xid_id_idx", nsp);
+	TupleDesc	desc;
+
+	if (!OidIsValid(relid) || !OidIsValid(pkeyid) || !OidIsValid(byxidid))
+		elog(ERROR, "pg_idem: idem.outbox or one of its indexes is missing");
+
+	s->heap = table_open(relid, AccessShareLock);
+	s->pkey = index_open(pkeyid, AccessShareLock);
+	s->byxid = index_open(byxidid, AccessShareLock);
+	if (IndexRelationGetNumberOfAttributes(s->pkey) != 2 ||
+		IndexRelationGetNumberOfAttributes(s->byxid) != 2)
+		elog(ERROR, "pg_idem: the indexes of idem.outbox do not have the expected columns");
+
+	memset(&s->att, 0, sizeof(s->att));
+	desc = RelationGetDescr(s->heap);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+		const char *name = NameStr(a->attname);
+
+		if (a->attisdropped)
+			continue;
+		if (strcmp(name, "id") == 0)
+			s->att.id = a->attnum;
+		else if (strcmp(name, "topic") == 0)
+			s->att.topic = a->attnum;
+		else if (strcmp(name, "key") == 0)
+			s->att.key = a->attnum;
+		else if (strcmp(name, "payload") == 0)
+			s->att.payload = a->attnum;
+		else if (strcmp(name, "headers") == 0)
+			s->att.headers = a->attnum;
+		else if (strcmp(name, "created_at") == 0)
+			s->att.created_at = a->attnum;
+	}
+	if (!s->att.id || !s->att.topic || !s->att.key || !s->att.payload ||
+		!s->att.headers || !s->att.created_at)
+		elog(ERROR, "pg_idem: idem.outbox does not have the expected columns");
+
+	s->snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	s->slot = table_slot_create(s->heap, NULL);
+	s->scan = NULL;
+}
+
+/* Walk the (xid, id) index over lo <= xid <= hi, in (xid, id) order. */
+static void
+scan_by_xid(OutboxScan *s, FullTransactionId lo, FullTransactionId hi)
+{
+	scan_end_walk(s);
+	ScanKeyInit(&s->keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE,
+				FullTransactionIdGetDatum(lo));
+	ScanKeyInit(&s->keys[1], 1, BTLessEqualStrategyNumber, F_XID8LE,
+				FullTransactionIdGetDatum(hi));
+	s->scan = index_beginscan(s->heap, s->byxid, s->snapshot, 2, 0);
+	s->scan->xs_want_itup = true;
+	index_rescan(s->scan, s->keys, 2, NULL, 0);
+}
+
+/* Walk the primary key over after < id <= last, in id order. */
+static void
+scan_by_id(OutboxScan *s, int64 after, int64 last)
+{
+	scan_end_walk(s);
+	ScanKeyInit(&s->keys[0], 1, BTGreaterStrategyNumber, F_INT8GT,
+				Int64GetDatum(after));
+	ScanKeyInit(&s->keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE,
+				Int64GetDatum(last));
+	s->scan = index_beginscan(s->heap, s->pkey, s->snapshot, 2, 0);
+	s->scan->xs_want_itup = true;
+	index_rescan(s->scan, s->keys, 2, NULL, 0);
+}
+
+/* The next index entry's xid and id, without visiting the heap. */
+static bool
+scan_next(OutboxScan *s, FullTransactionId *xid, int64 *id)
+{
+	IndexTuple	itup;
+	TupleDesc	desc;
+	bool		isnull;
+	bool		by_id = (s->scan->indexRelation == s->pkey);
+
+	if (index_getnext_tid(s->scan, ForwardScanDirection) == NULL)
+		return false;
+	itup = s->scan->xs_itup;
+	desc = s->scan->xs_itupdesc;
+	*id = DatumGetInt64(index_getattr(itup, by_id ? 1 : 2, desc, &isnull));
+	*xid = DatumGetFullTransactionId(index_getattr(itup, by_id ? 2 : 1, desc, &isnull));
+	return true;
+}
+
+/*
+ * Fetch the current entry's row into s->slot; false when the snapshot does
+ * not see it (its transaction aborted, or the row was trimmed).
+ */
+static bool
+scan_fetch(OutboxScan *s)
+{
+	return index_fetch_heap(s->scan, s->slot);
+}
+
+static void
+scan_end_walk(OutboxScan *s)
+{
+	if (s->scan != NULL)
+		index_endscan(s->scan);
+	s->scan = NULL;
+}
+
+static void
+scan_end(OutboxScan *s)
+{
+	scan_end_walk(s);
+	ExecDropSingleTupleTableSlot(s->slot);
+	UnregisterSnapshot(s->snapshot);
+	index_close(s->byxid, NoLock);
+	index_close(s->pkey, NoLock);
+	table_close(s->heap, NoLock);
+}
+
+/* Turn a text[] topic list (NULL: every topic) into a filter. */
+static TopicFilter *
+topic_filter(Datum topics, bool isnull)
+{
+	TopicFilter *tf;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (isnull)
+		return NULL;
+	deconstruct_array(DatumGetArrayTypeP(topics), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	tf = palloc(sizeof(TopicFilter));
+	tf->n = 0;
+	tf->names = palloc(sizeof(text *) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			tf->names[tf->n++] = DatumGetTextPP(elems[i]);
+	return tf;
+}
+
+/*
+ * Is the topic in the filter?  Byte equality, which is what text equality
+ * means under the database's (always deterministic) default collation.
+ */
+static bool
+topic_matches(const TopicFilter *tf, Datum topic)
+{
+	text	   *t = DatumGetTextPP(topic);
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	if (tf == NULL)
+		return true;
+	for (int i = 0; i < tf->n; i++)
+		if (VARSIZE_ANY_EXHDR(tf->names[i]) == len &&
+			memcmp(VARDATA_ANY(tf->names[i]), VARDATA_ANY(t), len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Find the smallest and largest event id of the window (prev, window), or
+ * return false when the window holds no event at all.
+ *
+ * The window's entries are those of the transactions running at prev and
+ * finished at window (probed one xid at a time), and those of the range
+ * [prev.xmax, window.xmax) that window sees.  This reads index entries
+ * only, once per window; it may count entries of aborted transactions,
+ * which merely widen the bounds.
+ */
+static bool
+window_bounds(OutboxScan *s, const OutboxSnapshot *prev,
+			  const OutboxSnapshot *window, int64 *first, int64 *last)
+{
+	bool		found = false;
+	FullTransactionId xid;
+	int64		id;
+
+	for (uint32 i = 0; i < prev->nxip; i++)
+	{
+		if (!snapshot_sees(window, prev->xip[i]))
+			continue;
+		scan_by_xid(s, prev->xip[i], prev->xip[i]);
+		while (scan_next(s, &xid, &id))
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (!found || id < *first)
+				*first = id;
+			if (!found || id > *last)
+				*last = id;
+			found = true;
+		}
+	}
+
+	if (FullTransactionIdPrecedes(prev->xmax, window->xmax))
+	{
+		scan_by_xid(s, prev->xmax, fxid_before(window->xmax));
+		while (scan_next(s, &xid, &id))
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (!snapshot_sees(window, xid))
+				continue;
+			if (!found || id < *first)
+				*first = id;
+			if (!found || id > *last)
+				*last = id;
+			found = true;
+		}
+	}
+	scan_end_walk(s);
+	return found;
+}
+
+/*
+ * Fetch, in id order, up to limit events of the window w after w->done and
+ * up to upto, among the filter's topics: a walk of the primary key that
+ * keeps the entries whose xid the window sees and its previous snapshot did
+ * not.  Returns the count and the id of the last row kept; the rows are
+ * copies in SPI memory.
+ */
+static int64
+fetch_window(OutboxScan *s, const Window *w, int64 upto,
+			 const TopicFilter *tf, int64 limit,
+			 HeapTuple **rows, int64 *last_kept)
+{
+	FullTransactionId xid;
+	int64		id;
+	int64		n = 0,
+				cap = 0;
+
+	*rows = NULL;
+	scan_by_id(s, w->done, upto);
+	while (n < limit && scan_next(s, &xid, &id))
+	{
+		bool		isnull;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!snapshot_sees(w->window, xid) || snapshot_sees(w->prev, xid))
+			continue;
+		if (!scan_fetch(s))
+			continue;
+		if (tf != NULL &&
+			!topic_matches(tf, slot_getattr(s->slot, s->att.topic, &isnull)))
+			continue;
+
+		if (n >= cap)
+		{
+			cap = Max(cap * 2, 64);
+			*rows = *rows ? repalloc_huge(*rows, cap * sizeof(HeapTuple))
+				: palloc_extended(cap * sizeof(HeapTuple), MCXT_ALLOC_HUGE);
+		}
+		(*rows)[n] = ExecCopySlotHeapTuple(s->slot);
+		*last_kept = id;
+		n++;
+	}
+	scan_end_walk(s);
+	return n;
+}
+
+/*
+ * Read the consumer's state, locking its row when asked (only that row:
+ * consumers never wait for each other).  Returns false when there is no
+ * such consumer.  Concurrent next_batch() calls of one consumer queue on
+ * the lock; under READ COMMITTED the waiter then reads the winner's
+ * committed state.
+ */
+static bool
+read_consumer(text *consumer, ConsumerState *st, bool lock)
+{
+	Datum		values[1];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	values[0] = PointerGetDatum(consumer);
+	idem_plan_execute(lock ? &lock_plan : &read_plan, values, NULL, false, 1);
+	if (SPI_processed == 0)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+
+	st->prev_datum = SPI_getbinval(tup, desc, 1, &isnull);
+	st->prev = snapshot_from_datum(st->prev_datum);
+	if (snapshot_is_foreign(st->prev))
+	{
+		char	   *name = text_to_cstring(consumer);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("position of outbox consumer \"%s\" is ahead of this server's transactions", name),
+				 errdetail("Its snapshot ends at transaction " UINT64_FORMAT ", but this server has only reached " UINT64_FORMAT "; it was probably restored from a dump of another cluster.",
+						   U64FromFullTransactionId(st->prev->xmax),
+						   U64FromFullTransactionId(ReadNextFullTransactionId())),
+				 errhint("Re-create the consumer with idem.unsubscribe() and idem.subscribe(); see \"Backups\" in the outbox documentation.")));
+	}
+	d = SPI_getbinval(tup, desc, 2, &isnull);
+	st->window_datum = isnull ? (Datum) 0 : d;
+	st->window = isnull ? NULL : snapshot_from_datum(d);
+	d = SPI_getbinval(tup, desc, 3, &isnull);
+	st->done_id = isnull ? 0 : DatumGetInt64(d);
+	d = SPI_getbinval(tup, desc, 4, &isnull);
+	st->last_id = isnull ? 0 : DatumGetInt64(d);
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	st->has_batch = !isnull;
+	st->batch_id = isnull ? 0 : DatumGetInt64(d);
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	st->batch_last_id = isnull ? 0 : DatumGetInt64(d);
+	d = SPI_getbinval(tup, desc, 7, &isnull);
+	st->batch_topics = topic_filter(d, isnull);
+	st->topics_datum = SPI_getbinval(tup, desc, 8, &st->topics_null);
+	st->topics = topic_filter(st->topics_datum, st->topics_null);
+	return true;
+}
+
+/*
+ * Do two reads of a consumer with no window and no batch open show the same
+ * position and topics?  Then a window found after the first read is the one
+ * the second would find.
+ */
+static bool
+same_start(const ConsumerState *a, const ConsumerState *b)
+{
+	if (a->has_batch || b->has_batch || a->window != NULL || b->window != NULL)
+		return false;
+	if (VARSIZE(a->prev) != VARSIZE(b->prev) ||
+		memcmp(a->prev, b->prev, VARSIZE(a->prev)) != 0)
+		return false;
+	if (a->topics_null != b->topics_null)
+		return false;
+	if (!a->topics_null)
+	{
+		struct varlena *x = PG_DETOAST_DATUM(a->topics_datum);
+		struct varlena *y = PG_DETOAST_DATUM(b->topics_datum);
+
+		if (VARSIZE(x) != VARSIZE(y) || memcmp(x, y, VARSIZE(x)) != 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Was this snapshot taken by another cluster?  A consumer's position can
+ * never be ahead of this server's transaction counter, unless it was
+ * restored from a dump of another cluster (pg_upgrade and physical replicas
+ * keep the counter, a dump does not).  Read in this cluster's xid space,
+ * such a position would call every new event finished: it would never be
+ * delivered, and trimming would delete it.
+ */
+static bool
+snapshot_is_foreign(const OutboxSnapshot *s)
+{
+	return FullTransactionIdFollows(s->xmax, ReadNextFullTransactionId());
+}
+
+/* ID020 for a consumer that is not subscribed. */
+static void
+report_consumer_unknown(text *consumer)
+{
+	char	   *name = text_to_cstring(consumer);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_IDEM_CONSUMER_UNKNOWN),
+			 errmsg("outbox consumer \"%s\" does not exist", name),
+			 errdetail("No consumer named \"%s\" is subscribed.", name),
+			 errhint("Call idem.subscribe() first; consumer names are case-sensitive.")));
+}
+
+/*
+ * Set up a materialized set-returning call (done by hand rather than with
+ * InitMaterializedSRF(), which only exists from PostgreSQL 15 on).
+ */
+static Tuplestorestate *
+begin_materialize(FunctionCallInfo fcinfo, TupleDesc *tupdesc)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext oldcxt;
+	Tuplestorestate *ts;
+	TupleDesc	desc;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		!(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+
+	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "pg_idem: return type must be a row type");
+	desc = CreateTupleDescCopy(desc);
+	ts = tuplestore_begin_heap(rsinfo->allowedModes & SFRM_Materialize_Random,
+							   false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = ts;
+	rsinfo->setDesc = desc;
+	MemoryContextSwitchTo(oldcxt);
+
+	*tupdesc = desc;
+	return ts;
+}
+
+/*
+ * Put a batch's rows (already in id order) into the result.  Out-of-line
+ * values are fetched now, so the result does not depend on the rows it came
+ * from.
+ */
+static void
+put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
+		  int64 batch_id, HeapTuple *rows, int64 n)
+{
+	TupleDesc	rowdesc = RelationGetDescr(s->heap);
+	AttrNumber	cols[6];
+	Datum	   *rowvalues = palloc(sizeof(Datum) * rowdesc->natts);
+	bool	   *rownulls = palloc(sizeof(bool) * rowdesc->natts);
+
+	cols[0] = s->att.id;
+	cols[1] = s->att.topic;
+	cols[2] = s->att.key;
+	cols[3] = s->att.payload;
+	cols[4] = s->att.headers;
+	cols[5] = s->att.created_at;
+
+	for (int64 i = 0; i < n; i++)
+	{
+		Datum		values[7];
+		bool		nulls[7];
+
+		heap_deform_tuple(rows[i], rowdesc, rowvalues, rownulls);
+		values[0] = Int64GetDatum(batch_id);
+		nulls[0] = false;
+		for (int c = 0; c < 6; c++)
+		{
+			Datum		v = rowvalues[cols[c] - 1];
+
+			nulls[c + 1] = rownulls[cols[c] - 1];
+			if (!nulls[c + 1] && TupleDescAttr(rowdesc, cols[c] - 1)->attlen == -1 &&
+				VARATT_IS_EXTERNAL(DatumGetPointer(v)))
+				v = PointerGetDatum(PG_DETOAST_DATUM_PACKED(v));
+			values[c + 1] = v;
+		}
+		tuplestore_putvalues(ts, tupdesc, values, nulls);
+	}
+}
+
+/*
+ * Define idem.outbox_notify (called from _PG_init).
+ *
+ * PostgreSQL takes a cluster-wide lock when a transaction that notified
+ * commits, and holds it until the commit record is flushed: notifying
+ * transactions commit one at a time, never in a group.  Writers that commit
+ * at a high rate on a durable disk may prefer to turn notifications off
+ * (for a role, a session or one transaction) and let relays poll.
+ */
+void
+idem_outbox_define_settings(void)
+{
+	DefineCustomBoolVariable("idem.outbox_notify",
+							 "Whether idem.emit() notifies channel idem_outbox when the transaction commits.",
+							 "PostgreSQL commits notifying transactions one at a time; turning this off lets high-rate writers commit in groups, and relays then find new events by polling.",
+							 &idem_outbox_notify,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+}
+
+/*
+ * idem.emit(topic, payload, key, headers): insert the event in the caller's
+ * transaction and queue a notification, which PostgreSQL delivers on commit
+ * only and collapses to one per topic per transaction.
+ */
+PG_FUNCTION_INFO_V1(idem_emit);
+Datum
+idem_emit(PG_FUNCTION_ARGS)
+{
+	text	   *topic = name_arg(fcinfo, 0, "topic");
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	int64		id;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payload must not be null"),
+				 errhint("An event without data can carry '{}' or the JSON value 'null'::jsonb.")));
+	if (!PG_ARGISNULL(3))
+	{
+		Jsonb	   *headers = PG_GETARG_JSONB_P(3);
+
+		if (!JB_ROOT_IS_OBJECT(headers))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("headers must be a JSON object"),
+					 errdetail("The headers given are a JSON %s.",
+							   JB_ROOT_IS_SCALAR(headers) ? "scalar" : "array"),
+					 errhint("Headers map names to values, like Kafka record headers.")));
+		values[3] = PointerGetDatum(headers);
+	}
+	else
+		nulls[3] = 'n';
+
+	values[0] = PointerGetDatum(topic);
+	values[1] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[1] = PG_ARGISNULL(2) ? 'n' : ' ';
+	values[2] = PG_GETARG_DATUM(1);
+
+	SPI_connect();
+	if (idem_plan_execute(&emit_plan, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "pg_idem: outbox insert returned no row");
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									 1, &isnull));
+	SPI_finish();
+
+	if (idem_outbox_notify)
+		Async_Notify(OUTBOX_CHANNEL, text_to_cstring(topic));
+
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * idem.subscribe(consumer, topics, from_start): create a consumer whose
+ * finished snapshot is now (it receives the events of every transaction not
+ * visible at this moment, its own included), or, with from_start, a
+ * snapshot in which no retained event is visible yet.
+ *
+ * Subscribing an existing consumer is not an error, so that a relay may
+ * subscribe every time it starts: it replaces the topic filter (from the
+ * next batch on; an open batch keeps the filter it was opened with) and
+ * keeps the position; from_start only matters when the consumer is created.
+ */
+PG_FUNCTION_INFO_V1(idem_subscribe);
+Datum
+idem_subscribe(PG_FUNCTION_ARGS)
+{
+	text	   *consumer = name_arg(fcinfo, 0, "consumer name");
+	bool		topics_null;
+	Datum		topics = topics_arg(fcinfo, 1, &topics_null);
+	bool		from_start;
+	OutboxSnapshot *start;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("from_start must not be null")));
+	from_start = PG_GETARG_BOOL(2);
+
+	SPI_connect();
+	if (from_start)
+	{
+		bool		isnull;
+		Datum		oldest;
+		OutboxSnapshot *now;
+		FullTransactionId at;
+
+		/*
+		 * Start below both the oldest retained event and every transaction
+		 * still running (whose events this statement cannot see yet).
+		 */
+		idem_plan_execute(&oldest_plan, NULL, NULL, false, 1);
+		now = snapshot_without_self(snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[0],
+																	  SPI_tuptable->tupdesc,
+																	  1, &isnull)));
+		oldest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		at = now->xmin;
+		if (!isnull && FullTransactionIdPrecedes(DatumGetFullTransactionId(oldest), at))
+			at = DatumGetFullTransactionId(oldest);
+		start = snapshot_empty_at(at);
+	}
+	else
+		start = snapshot_take();
+
+	values[0] = PointerGetDatum(consumer);
+	values[1] = topics;
+	nulls[1] = topics_null ? 'n' : ' ';
+	values[2] = PointerGetDatum(start);
+	idem_plan_execute(&subscribe_plan, values, nulls, false, 0);
+	SPI_finish();
+
+	PG_RETURN_VOID();
+}
+
+/*
+ * idem.unsubscribe(consumer): forget the consumer and its position (its
+ * unfinished events then no longer hold back trimming).  Returns whether
+ * it existed; an unknown name is not an error, so that teardown scripts can
+ * run twice.
+ */
+PG_FUNCTION_INFO_V1(idem_unsubscribe);
+Datum
+idem_unsubscribe(PG_FUNCTION_ARGS)
+{
+	text	   *consumer = name_arg(fcinfo, 0, "consumer name");
+	Datum		values[1];
+	bool		existed;
+
+	values[0] = PointerGetDatum(consumer);
+	SPI_connect();
+	idem_plan_execute(&unsubscribe_plan, values, NULL, false, 0);
+	existed = SPI_processed > 0;
+	SPI_finish();
+
+	PG_RETURN_BOOL(existed);
+}
+
+/* Move a consumer with no window and no batch to a new finished snapshot. */
+static void
+advance(text *consumer, Datum snapshot)
+{
+	Datum		values[2];
+
+	values[0] = PointerGetDatum(consumer);
+	values[1] = snapshot;
+	idem_plan_execute(&advance_plan, values, NULL, false, 0);
+}
+
+/*
+ * With the consumer's row locked and its window set (st->window, done_id,
+ * last_id), fetch up to max_events events after the cursor, plus one to
+ * learn whether the window goes on.  If there are any, open a batch of them
+ * and return it; otherwise leave everything as it is and return false.
+ */
+static bool
+try_open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
+			   int32 max_events, Tuplestorestate *ts, TupleDesc tupdesc)
+{
+	Window		w = {st->prev, st->window, st->done_id, st->last_id};
+	HeapTuple  *rows;
+	int64		n;
+	int64		last_kept = 0;
+	int64		batch_id;
+	bool		ends_window;
+	Datum		values[8];
+	bool		isnull;
+
+	n = fetch_window(scan, &w, st->last_id, st->topics, (int64) max_events + 1,
+					 &rows, &last_kept);
+	if (n == 0)
+		return false;
+
+	ends_window = n <= max_events;
+	if (!ends_window)
+	{
+		/* the batch ends at the max_events-th row: find its id */
+		bool		idnull;
+
+		n = max_events;
+		last_kept = DatumGetInt64(heap_getattr(rows[n - 1], scan->att.id,
+											   RelationGetDescr(scan->heap), &idnull));
+	}
+
+	values[0] = PointerGetDatum(consumer);
+	values[1] = st->prev_datum;
+	values[2] = st->window_datum;
+	values[3] = Int64GetDatum(st->done_id);
+	values[4] = Int64GetDatum(st->last_id);
+	values[5] = Int64GetDatum(last_kept);
+	values[6] = BoolGetDatum(ends_window);
+	values[7] = Int32GetDatum((int32) n);
+	idem_plan_execute(&open_plan, values, NULL, false, 0);
+	batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	put_batch(scan, ts, tupdesc, batch_id, rows, n);
+	return true;
+}
+
+/*
+ * idem.next_batch(consumer, max_events): the consumer's open batch again
+ * (same id, same rows), or a new batch of at most max_events events in id
+ * order, or no rows when nothing new has committed.
+ *
+ * A new batch continues the open window from its cursor; with no window,
+ * one is opened up to a fresh snapshot.  One row past max_events is fetched
+ * to learn whether the batch exhausts the window, so that finish_batch()
+ * can close the window at once.
+ *
+ * The common idle call (no batch, no window, and no event at all committed
+ * since the consumer's snapshot) is answered from an unlocked read and
+ * writes nothing: a relay polling an idle outbox costs no xid and no WAL.
+ * Otherwise the consumer's row is locked and re-read; if nobody moved it in
+ * between, the window already found is used.
+ *
+ * When a window holds events but none for this consumer (or no more), the
+ * consumer's snapshot moves to the window's end without opening a batch.
+ * That is safe: the window is the set of events of transactions visible in
+ * its snapshot and not in the previous one; those transactions had finished
+ * when the snapshot was taken, so no event can join the window later, and
+ * skipping it loses nothing.  Moving on keeps the next window, and the part
+ * of the indexes it walks, small.
+ */
+PG_FUNCTION_INFO_V1(idem_next_batch);
+Datum
+idem_next_batch(PG_FUNCTION_ARGS)
+{
+	text	   *consumer = name_arg(fcinfo, 0, "consumer name");
+	int32		max_events;
+	TupleDesc	tupdesc;
+	Tuplestorestate *ts;
+	ConsumerState st;
+	OutboxScan	scan;
+	int64		first,
+				last;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max_events must not be null")));
+	max_events = PG_GETARG_INT32(1);
+	if (max_events < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_events must be at least 1"),
+				 errdetail("max_events is %d.", max_events)));
+
+	ts = begin_materialize(fcinfo, &tupdesc);
+
+	SPI_connect();
+	if (!read_consumer(consumer, &st, false))
+		report_consumer_unknown(consumer);
+
+	if (!st.has_batch && st.window == NULL)
+	{
+		ConsumerState locked;
+		OutboxSnapshot *window = snapshot_take();
+
+		scan_begin(&scan);
+		if (!window_bounds(&scan, st.prev, window, &first, &last))
+		{
+			/* nothing committed since the consumer's snapshot */
+			scan_end(&scan);
+			SPI_finish();
+			return (Datum) 0;
+		}
+
+		if (!read_consumer(consumer, &locked, true))
+			report_consumer_unknown(consumer);
+		if (same_start(&st, &locked))
+		{
+			st.window = window;
+			st.window_datum = PointerGetDatum(window);
+			st.done_id = first - 1;
+			st.last_id = last;
+			if (!try_open_batch(consumer, &st, &scan, max_events, ts, tupdesc))
+				advance(consumer, st.window_datum); /* none of its topics */
+			scan_end(&scan);
+			SPI_finish();
+			return (Datum) 0;
+		}
+		scan_end(&scan);
+		st = locked;			/* moved meanwhile: start over, locked */
+	}
+	else if (!read_consumer(consumer, &st, true))
+		report_consumer_unknown(consumer);
+
+	scan_begin(&scan);
+	if (st.has_batch)
+	{
+		/* The open batch again: the same ids of the same fixed window. */
+		Window		w = {st.prev, st.window, st.done_id, st.last_id};
+		HeapTuple  *rows;
+		int64		n,
+					last_kept;
+
+		n = fetch_window(&scan, &w, st.batch_last_id, st.batch_topics,
+						 PG_INT64_MAX, &rows, &last_kept);
+		put_batch(&scan, ts, tupdesc, st.batch_id, rows, n);
+	}
+	else
+	{
+		/*
+		 * Go on with the open window; when it holds nothing more for this
+		 * consumer, move past it and look at a new one.
+		 */
+		if (st.window == NULL ||
+			!try_open_batch(consumer, &st, &scan, max_events, ts, tupdesc))
+		{
+			if (st.window != NULL)
+			{
+				st.prev_datum = st.window_datum;
+				st.prev = st.window;
+			}
+			st.window = snapshot_take();
+			st.window_datum = PointerGetDatum(st.window);
+			if (!window_bounds(&scan, st.prev, st.window, &first, &last))
+				advance(consumer, st.window_datum);
+			else
+			{
+				st.done_id = first - 1;
+				st.last_id = last;
+				if (!try_open_batch(consumer, &st, &scan, max_events, ts, tupdesc))
+					advance(consumer, st.window_datum);
+			}
+		}
+	}
+	scan_end(&scan);
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/*
+ * idem.finish_batch(consumer, batch_id): close the open batch, so that its
+ * events are never returned again; returns how many events it held.  A
+ * batch that exhausted its window also closes the window: the consumer's
+ * finished snapshot becomes the window's.
+ */
+PG_FUNCTION_INFO_V1(idem_finish_batch);
+Datum
+idem_finish_batch(PG_FUNCTION_ARGS)
+{
+	text	   *consumer = name_arg(fcinfo, 0, "consumer name");
+	int64		batch_id;
+	Datum		values[2];
+	bool		isnull;
+	int64		events;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("batch_id must not be null")));
+	batch_id = PG_GETARG_INT64(1);
+
+	values[0] = PointerGetDatum(consumer);
+	values[1] = Int64GetDatum(batch_id);
+	SPI_connect();
+	idem_plan_execute(&finish_plan, values, NULL, false, 0);
+	if (SPI_processed == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									  1, &isnull);
+
+		events = isnull ? 0 : DatumGetInt32(d);
+		SPI_finish();
+		PG_RETURN_INT64(events);
+	}
+
+	/* Not finished: say why. */
+	idem_plan_execute(&open_batch_plan, values, NULL, false, 1);
+	if (SPI_processed == 0)
+		report_consumer_unknown(consumer);
+	else
+	{
+		Datum		open = SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, &isnull);
+		char	   *name = text_to_cstring(consumer);
+
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_IDEM_BATCH_NOT_OPEN),
+					 errmsg("batch " INT64_FORMAT " is not the open batch of consumer \"%s\"",
+							batch_id, name),
+					 errdetail("Consumer \"%s\" has no open batch.", name),
+					 errhint("A batch is finished once; call idem.next_batch() for the next one.")));
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_IDEM_BATCH_NOT_OPEN),
+					 errmsg("batch " INT64_FORMAT " is not the open batch of consumer \"%s\"",
+							batch_id, name),
+					 errdetail("The open batch of consumer \"%s\" is " INT64_FORMAT ".",
+							   name, DatumGetInt64(open)),
+					 errhint("Call idem.next_batch() to get the open batch again with its id.")));
+	}
+	SPI_finish();				/* not reached */
+	PG_RETURN_NULL();
+}
+
+/* Append an event id to the list of those to delete, growing it. */
+static void
+trim_add(Datum **ids, int *n, int *max, int64 id)
+{
+	if (*n >= *max)
+	{
+		*max *= 2;
+		*ids = repalloc_huge(*ids, sizeof(Datum) * *max);
+	}
+	(*ids)[(*n)++] = Int64GetDatum(id);
+}
+
+/*
+ * Delete up to max_rows events that every consumer has finished, or, with
+ * no consumers, that are older than idem.outbox_retention.
+ *
+ * "Finished by every consumer" is "xid visible in every consumer's finished
+ * snapshot": events of an open window or batch are not, so they stay.  The
+ * candidates are found by walking the (xid, id) index from its start up to
+ * the smallest finished xmax, checking the xids against the snapshots
+ * without visiting the heap, then deleted by id.  Deleting never conflicts
+ * with inserting: emitters are never blocked.
+ *
+ * Without consumers, only the oldest max_rows events (in xid order) are
+ * looked at, and those created before the cutoff deleted, so a call stays
+ * cheap when nothing is old enough yet.
+ */
+int64
+idem_outbox_trim(int32 max_rows)
+{
+	OutboxScan	scan;
+	OutboxSnapshot **snaps;
+	int			nsnaps;
+	Datum	   *ids;
+	int			nids = 0,
+				maxids = Min(max_rows, 1024);
+	FullTransactionId xid;
+	int64		id;
+	int64		deleted = 0;
+
+	if (max_rows < 1)
+		return 0;
+
+	SPI_connect();
+	idem_plan_execute(&trim_consumers_plan, NULL, NULL, false, 0);
+	nsnaps = (int) SPI_processed;
+	snaps = palloc(sizeof(OutboxSnapshot *) * Max(nsnaps, 1));
+	for (int i = 0; i < nsnaps; i++)
+	{
+		bool		isnull;
+
+		snaps[i] = snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[i],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+		if (snapshot_is_foreign(snaps[i]))
+		{
+			/* restored from another cluster: "finished" means nothing */
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("outbox events are not trimmed while a consumer's position is ahead of this server's transactions"),
+					 errhint("Re-create the consumers restored from another cluster; see \"Backups\" in the outbox documentation.")));
+			SPI_finish();
+			return 0;
+		}
+	}
+	ids = palloc(sizeof(Datum) * maxids);
+
+	scan_begin(&scan);
+	if (nsnaps == 0)
+	{
+		TimestampTz cutoff = GetCurrentTransactionStartTimestamp() -
+		(TimestampTz) idem_outbox_retention_s * USECS_PER_SEC;
+		int			looked = 0;
+
+		scan_by_xid(&scan, FullTransactionIdFromU64(0),
+					FullTransactionIdFromU64(PG_UINT64_MAX));
+		while (looked < max_rows && scan_next(&scan, &xid, &id))
+		{
+			bool		isnull;
+			Datum		created;
+
+			CHECK_FOR_INTERRUPTS();
+			if (!scan_fetch(&scan))
+				continue;
+			looked++;
+			created = slot_getattr(scan.slot, scan.att.created_at, &isnull);
+			if (!isnull && DatumGetTimestampTz(created) < cutoff)
+				trim_add(&ids, &nids, &maxids, id);
+		}
+	}
+	else
+	{
+		FullTransactionId limit = snaps[0]->xmax;
+
+		for (int i = 1; i < nsnaps; i++)
+			if (FullTransactionIdPrecedes(snaps[i]->xmax, limit))
+				limit = snaps[i]->xmax;
+
+		scan_by_xid(&scan, FullTransactionIdFromU64(0), fxid_before(limit));
+		while (nids < max_rows && scan_next(&scan, &xid, &id))
+		{
+			bool		finished = true;
+
+			CHECK_FOR_INTERRUPTS();
+			for (int i = 0; i < nsnaps && finished; i++)
+				finished = snapshot_sees(snaps[i], xid);
+			if (finished && scan_fetch(&scan))
+				trim_add(&ids, &nids, &maxids, id);
+		}
+	}
+	scan_end(&scan);
+
+	if (nids > 0)
+	{
+		Datum		values[1];
+
+		values[0] = PointerGetDatum(construct_array(ids, nids, INT8OID, sizeof(int64),
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		idem_plan_execute(&trim_delete_plan, values, NULL, false, 0);
+		deleted = (int64) SPI_processed;
+	}
+	SPI_finish();
+	return deleted;
+}
+
+/*
+ * idem.trim_outbox(max_rows): idem_outbox_trim() for SQL callers (tests,
+ * schedulers without the background worker).
+ */
+PG_FUNCTION_INFO_V1(idem_trim_outbox);
+Datum
+idem_trim_outbox(PG_FUNCTION_ARGS)
+{
+	int32		max_rows;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max_rows must not be null")));
+	max_rows = PG_GETARG_INT32(0);
+	if (max_rows < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_rows must be at least 1"),
+				 errdetail("max_rows is %d.", max_rows)));
+	PG_RETURN_INT64(idem_outbox_trim(max_rows));
+}
