@@ -45,6 +45,10 @@ include $(PGXS)
 
 $(DATA_built): $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
+
+# PGXS tracks no header dependencies: rebuild every object when a header
+# changes, so a stale object can never be installed.
+$(OBJS): $(wildcard src/*.h)
 else
 all install installcheck:
 	@echo "PostgreSQL server headers not found (pg_config --pgxs: '$(PGXS)')." >&2
