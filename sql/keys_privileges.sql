@@ -1,8 +1,8 @@
 -- Idempotency keys: application roles act only through the functions.
 --
--- The key functions are SECURITY DEFINER: a role granted EXECUTE on them
--- (idem.grant_usage() does that) reserves and completes keys without any
--- privilege on idem.keys itself, and cannot bypass them.
+-- A role granted EXECUTE on the key functions (idem.grant_usage() does that)
+-- reserves and completes keys without any privilege on idem.keys itself, and
+-- cannot bypass them.
 \pset null '(null)'
 CREATE ROLE regress_idem_keys_app;
 GRANT USAGE ON SCHEMA idem TO regress_idem_keys_app;

@@ -85,10 +85,10 @@ SELECT is_empty($$
 SELECT set_eq($$
     SELECT p.proname::text FROM pg_proc p
      WHERE p.pronamespace = 'idem'::regnamespace AND p.prosecdef $$,
-    ARRAY['reserve', 'complete', 'release', 'checkpoint', 'forget', 'purge',
+    ARRAY['forget', 'purge',
           'emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch', 'trim_outbox',
           'maintain'],
-    'exactly the functions that write idem tables are SECURITY DEFINER');
+    'exactly the functions that write idem tables through SQL are SECURITY DEFINER');
 SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_proc p
      WHERE p.pronamespace = 'idem'::regnamespace
