@@ -1,0 +1,681 @@
+#!/usr/bin/env bash
+# bench/run.sh — what `make bench` runs.
+#
+# Installs what is missing (PgQ included), builds and installs pg_idem,
+# starts a throwaway cluster (the `make test` machinery), and runs every
+# workload in bench/workloads/ side by side with its baseline:
+#
+#   * interleaved rounds: A B C, C B A, A B C, ... so drift (table growth,
+#     autovacuum, checkpoints, other load) hits every variant alike;
+#   * pgbench -M prepared, 8 clients, 2 threads (64 for the contention case);
+#   * per round the TPS pgbench reports; per transaction the latency from
+#     pgbench --log; the table shows the median TPS over rounds, and the mean
+#     and 99th percentile latency over every transaction of every round;
+#   * two passes: fsync = on (durable commits: what production pays) and
+#     fsync = off (CPU-bound: where the per-call cost of a function shows);
+#   * one consumer draining committed events (events/s), and how cost grows
+#     with the number of stored keys and retained events.
+#
+# Prints the report and writes it to bench/results/latest.md.
+#
+#   make bench                 full run (< 30 minutes)
+#   make bench BENCH_QUICK=1   quick check (< 3 minutes): fsync off only,
+#                              2 short rounds, smaller drain, no 10M keys
+#
+# Knobs for development (environment): BENCH_ROUNDS, BENCH_DURATION (s),
+# BENCH_PASSES ("on off"), BENCH_SECTIONS ("keys versions outbox drain
+# simple scale"), BENCH_DRAIN_EVENTS, BENCH_SCALE_KEYS ("10000 1000000").
+#
+# Why prepared mode: real drivers (JDBC, pgx, psycopg 3, node-postgres with
+# named statements) prepare hot statements, and it is the fair mode for
+# both sides: the hand-written SQL keeps its plans just as pg_idem's C code
+# keeps its SPI plans.  In simple mode every baseline statement is parsed and
+# planned again while pg_idem's inner plans stay cached, which flatters
+# pg_idem; the full run shows the main comparisons in simple mode as well,
+# labelled as such.
+
+source "$(dirname "${BASH_SOURCE[0]}")/../test/scripts/lib.sh"
+
+BENCH_DIR="$IDEM_ROOT/bench"
+WL="$BENCH_DIR/workloads"
+RESULTS_DIR="$BENCH_DIR/results"
+QUICK=${BENCH_QUICK:-0}
+[ "$QUICK" = 0 ] && QUICK=
+
+if [ -n "$QUICK" ]; then
+	ROUNDS=${BENCH_ROUNDS:-2}
+	DUR=${BENCH_DURATION:-2}
+	PASSES=${BENCH_PASSES:-off}
+	SECTIONS=${BENCH_SECTIONS:-keys versions outbox drain scale}
+	DRAIN_EVENTS=${BENCH_DRAIN_EVENTS:-50000}
+	DRAIN_ROUNDS=1
+	SCALE_KEYS=${BENCH_SCALE_KEYS:-10000 1000000}
+	SCALE_EVENTS=${BENCH_SCALE_EVENTS:-100000}
+else
+	ROUNDS=${BENCH_ROUNDS:-5}
+	DUR=${BENCH_DURATION:-5}
+	PASSES=${BENCH_PASSES:-on off}
+	SECTIONS=${BENCH_SECTIONS:-keys versions outbox drain simple scale}
+	DRAIN_EVENTS=${BENCH_DRAIN_EVENTS:-200000}
+	DRAIN_ROUNDS=3
+	SCALE_KEYS=${BENCH_SCALE_KEYS:-10000 1000000 10000000}
+	SCALE_EVENTS=${BENCH_SCALE_EVENTS:-1000000}
+fi
+CLIENTS=8
+THREADS=2
+HOT_CLIENTS=64
+EXISTING_KEYS=100000	# completed keys the 10% retries pick from
+ACCOUNTS=100000		# rows in each version-checked table
+
+T0=$(date +%s)
+
+idem_setup "postgresql-$IDEM_PG_MAJOR-pgq3"
+# Settings a production server would have rather than the test defaults:
+# enough shared_buffers for the 10M-key table, no checkpoint in the middle
+# of a round, and pg_idem's maintenance worker off so that cleanup happens
+# where the report says (it is timed separately in the drain section).
+idem_cluster_start \
+	"fsync = on" \
+	"shared_buffers = 2GB" \
+	"max_wal_size = 16GB" \
+	"checkpoint_timeout = 30min" \
+	"idem.maintenance_interval = 0"
+export PGDATABASE=bench
+
+W="$IDEM_WORK/bench"
+mkdir -p "$W" "$RESULTS_DIR"
+chmod 777 "$W"
+REPORT="$W/report.md"
+: >"$REPORT"
+
+psqlq() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+sql1() { psql -X -q -v ON_ERROR_STOP=1 -At -c "$1"; }
+now_ns() { date +%s%N; }
+say() { echo "$*" | tee -a "$REPORT"; }
+
+# ---------------------------------------------------------------------------
+# Which capabilities are installed (they are developed in parallel): a
+# workload whose pg_idem side is missing reports "not implemented".
+# ---------------------------------------------------------------------------
+has_fn() {
+	[ "$(sql1 "SELECT to_regproc('$1') IS NOT NULL")" = t ]
+}
+
+# Fresh database: pg_idem, PgQ and the objects of bench/sql/setup.sql.
+fresh_db() {
+	psqlq -d postgres -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench"
+	psqlq -c "CREATE EXTENSION pg_idem" -c "CREATE EXTENSION pgq"
+	sql1 "SELECT pgq.create_queue('bench_emit')" >/dev/null
+	psqlq -f "$BENCH_DIR/sql/setup.sql"
+	HAS_KEYS=; HAS_VERSIONS=; HAS_OUTBOX=; HAS_MAINTAIN=
+	has_fn idem.reserve && has_fn idem.complete && HAS_KEYS=1
+	has_fn idem.enforce_version && HAS_VERSIONS=1
+	has_fn idem.emit && has_fn idem.next_batch && has_fn idem.finish_batch && HAS_OUTBOX=1
+	has_fn idem.maintain && HAS_MAINTAIN=1
+	return 0
+}
+
+# Data every pass needs: completed keys for the retry workload (through
+# the real functions for pg_idem, INSERT ... SELECT for the baselines, which
+# store the same values), and the accounts of the version-checked tables.
+load_data() {
+	local req="jsonb_build_object('amount', (g % 100000 + 1)::int)"
+	local fp="sha256(convert_to(($req)::text, 'UTF8'))"
+	if [ -n "$HAS_KEYS" ]; then
+		sql1 "SELECT count(idem.complete('k' || g, (idem.reserve('k' || g, $req)).token,
+		                                 jsonb_build_object('payment_id', g), 201))
+		        FROM generate_series(1, $EXISTING_KEYS) g" >/dev/null
+	fi
+	local t
+	for t in sql_keys pl_keys; do
+		sql1 "INSERT INTO bench.$t (scope, key, fingerprint, state, token, response, status,
+		                            ttl, created_at, updated_at, expires_at)
+		      SELECT '', 'k' || g, $fp, 'completed', 1, jsonb_build_object('payment_id', g), 201,
+		             interval '24 hours', now(), now(), now() + interval '24 hours'
+		        FROM generate_series(1, $EXISTING_KEYS) g"
+	done
+	for t in acct_plain acct_guarded acct_plpgsql; do
+		sql1 "INSERT INTO bench.$t SELECT g, 1000, 1 FROM generate_series(1, $ACCOUNTS) g"
+	done
+	[ -z "$HAS_VERSIONS" ] || sql1 "SELECT idem.enforce_version('bench.acct_guarded')" >/dev/null
+	psqlq -c "VACUUM ANALYZE" -c "CHECKPOINT"
+}
+
+# ---------------------------------------------------------------------------
+# Running pgbench and summarizing.
+# ---------------------------------------------------------------------------
+declare -A TPS MEAN P99 STATUS NOTE
+
+# One round of one variant: append its TPS and its per-transaction
+# latencies (µs) to $W/<id>.tps / .lat.
+#   run_round ID SCRIPT CLIENTS MODE [pgbench args...]
+run_round() {
+	local id=$1 script=$2 clients=$3 mode=$4
+	shift 4
+	local logdir="$W/log.$id"
+	rm -rf "$logdir"; mkdir -p "$logdir"; chmod 777 "$logdir"
+	local out="$W/$id.out" rc=0
+	pgbench -n -M "$mode" -c "$clients" -j "$THREADS" -T "$DUR" \
+		--log --log-prefix="$logdir/tx" -f "$WL/$script" "$@" >"$out" 2>&1 || rc=$?
+	local tps
+	tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$out")
+	if [ $rc -ne 0 ] || [ -z "$tps" ] || grep -q 'aborted' "$out"; then
+		STATUS[$id]=error
+		NOTE[$id]=$(grep -m1 -iE 'error|fatal' "$out" | cut -c1-160)
+		echo "   $id: ERROR: ${NOTE[$id]}"
+		rm -rf "$logdir"
+		return 0
+	fi
+	echo "$tps" >>"$W/$id.tps"
+	cat "$logdir"/tx.* | awk '{print $3}' >>"$W/$id.lat"
+	rm -rf "$logdir"
+	printf '   %-28s %10.0f tps\n' "$id" "$tps"
+}
+
+# Median TPS over rounds; mean and p99 latency (ms) over all transactions.
+summarize() {
+	local id=$1
+	case "${STATUS[$id]:-}" in error | missing) return 0 ;; esac
+	[ -s "$W/$id.tps" ] || { STATUS[$id]=error; return 0; }
+	TPS[$id]=$(sort -g "$W/$id.tps" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+	read -r MEAN[$id] P99[$id] < <(sort -n "$W/$id.lat" |
+		awk '{a[NR]=$1; s+=$1} END {i=int(NR*0.99+0.999); if (i<1) i=1; printf "%.3f %.3f\n", s/NR/1000, a[i]/1000}')
+	STATUS[$id]=ok
+	rm -f "$W/$id.lat"
+}
+
+# Interleaved rounds of a group of variants: A B C, C B A, A B C, ...
+#   run_group PASS MODE CLIENTS "var=script" ... [-- pgbench args]
+# A variant whose script is "-" is skipped (not implemented).
+run_group() {
+	local pass=$1 mode=$2 clients=$3
+	shift 3
+	local vars=() extra=() v
+	while [ $# -gt 0 ]; do
+		if [ "$1" = -- ]; then shift; extra=("$@"); break; fi
+		vars+=("$1"); shift
+	done
+	local r order i id script
+	for v in "${vars[@]}"; do
+		id="$pass.${v%%=*}"
+		rm -f "$W/$id.tps" "$W/$id.lat"
+		if [ "${v#*=}" = - ]; then STATUS[$id]=missing; fi
+	done
+	for ((r = 1; r <= ROUNDS; r++)); do
+		order=("${vars[@]}")
+		if ((r % 2 == 0)); then
+			order=()
+			for ((i = ${#vars[@]} - 1; i >= 0; i--)); do order+=("${vars[$i]}"); done
+		fi
+		for v in "${order[@]}"; do
+			id="$pass.${v%%=*}"; script=${v#*=}
+			[ "$script" != - ] && [ "${STATUS[$id]:-}" != error ] || continue
+			run_round "$id" "$script" "$clients" "$mode" "${extra[@]}"
+		done
+	done
+	for v in "${vars[@]}"; do summarize "$pass.${v%%=*}"; done
+	sql1 "CHECKPOINT"
+}
+
+# "1.04x" or "" when either side is missing.
+ratio() {
+	local a=$1 b=$2
+	[ "${STATUS[$a]:-}" = ok ] && [ "${STATUS[$b]:-}" = ok ] || return 0
+	awk -v a="${TPS[$a]}" -v b="${TPS[$b]}" 'BEGIN {printf "%.2fx", a/b}'
+}
+
+# Table row: | label | TPS | mean | p99 | comparison |
+#   row ID LABEL [BASELINE_ID:NAME:TARGET ...]
+TARGETS="$W/targets.tsv"
+: >"$TARGETS"
+row() {
+	local id=$1 label=$2
+	shift 2
+	local cmp="" spec b name target r verdict
+	for spec in "$@"; do
+		b=${spec%%:*}; name=${spec#*:}; target=${name#*:}; name=${name%%:*}
+		r=$(ratio "$id" "$b")
+		[ -n "$r" ] || continue
+		verdict=""
+		if [ -n "$target" ]; then
+			if awk -v r="${r%x}" -v t="$target" 'BEGIN {exit !(r + 0.0005 >= t)}'; then
+				verdict=" (target ≥ ${target}: met)"
+			else
+				verdict=" (target ≥ ${target}: **missed**)"
+			fi
+			printf '%s\t%s\t%s\t%s\t%s\n' "${id%%.*}" "$label" "$name" "$r" "$target" >>"$TARGETS"
+		fi
+		cmp+="${cmp:+; }$r $name$verdict"
+	done
+	case "${STATUS[$id]:-}" in
+	ok)
+		printf '| %s | %.0f | %.3f | %.3f | %s |\n' "$label" "${TPS[$id]}" "${MEAN[$id]}" "${P99[$id]}" "$cmp" ;;
+	missing)
+		printf '| %s | not implemented | | | |\n' "$label" ;;
+	error)
+		printf '| %s | error | | | %s |\n' "$label" "${NOTE[$id]:-}" ;;
+	*)
+		return 0 ;;
+	esac | tee -a "$REPORT"
+}
+
+table_head() {
+	say ""
+	say "| workload | TPS (median) | mean ms | p99 ms | vs baseline |"
+	say "|---|---:|---:|---:|---|"
+}
+
+# ---------------------------------------------------------------------------
+# Sections.
+# ---------------------------------------------------------------------------
+pick() { if [ -n "$1" ]; then echo "$2"; else echo -; fi; }
+
+section_keys() {
+	local p=$1 mode=$2
+	local K; K=$HAS_KEYS
+	echo "== [$p] keys: reserve of a new key"
+	run_group "$p" "$mode" $CLIENTS "reserve_raw=reserve_raw.sql" "reserve_idem=$(pick "$K" reserve_idem.sql)"
+	echo "== [$p] keys: reserve + business insert + complete, one transaction"
+	run_group "$p" "$mode" $CLIENTS "txn_sql=keys_sql.sql" "txn_plpgsql=keys_plpgsql.sql" \
+		"txn_idem=$(pick "$K" keys_idem.sql)" -- -D retry_pct=0 -D existing=$EXISTING_KEYS
+	[ "$mode" = prepared ] || return 0
+	echo "== [$p] keys: the same with 10% retries of completed keys (replays)"
+	run_group "$p" "$mode" $CLIENTS "retry_sql=keys_sql.sql" "retry_plpgsql=keys_plpgsql.sql" \
+		"retry_idem=$(pick "$K" keys_idem.sql)" -- -D retry_pct=10 -D existing=$EXISTING_KEYS
+	echo "== [$p] keys: $HOT_CLIENTS clients, 100 hot keys"
+	run_group "$p" "$mode" $HOT_CLIENTS "hot_sql=hot_sql.sql" "hot_plpgsql=hot_plpgsql.sql" \
+		"hot_idem=$(pick "$K" hot_idem.sql)"
+}
+
+report_keys() {
+	local p=$1
+	row "$p.reserve_raw" "keys: reserve new key — raw INSERT ... ON CONFLICT DO NOTHING (baseline)"
+	row "$p.reserve_idem" "keys: reserve new key — **idem.reserve**" "$p.reserve_raw:raw INSERT:0.9"
+	row "$p.txn_sql" "keys: reserve + insert + complete — plain SQL (baseline)"
+	row "$p.txn_plpgsql" "keys: reserve + insert + complete — PL/pgSQL pair (baseline)"
+	row "$p.txn_idem" "keys: reserve + insert + complete — **pg_idem**" \
+		"$p.txn_sql:plain SQL:1.0" "$p.txn_plpgsql:PL/pgSQL pair:1.2"
+	row "$p.retry_sql" "keys: 10% replays — plain SQL (baseline)"
+	row "$p.retry_plpgsql" "keys: 10% replays — PL/pgSQL pair (baseline)"
+	row "$p.retry_idem" "keys: 10% replays — **pg_idem**" \
+		"$p.retry_sql:plain SQL:" "$p.retry_plpgsql:PL/pgSQL pair:"
+	row "$p.hot_sql" "keys: $HOT_CLIENTS clients on 100 hot keys — plain SQL (baseline)"
+	row "$p.hot_plpgsql" "keys: $HOT_CLIENTS clients on 100 hot keys — PL/pgSQL pair (baseline)"
+	row "$p.hot_idem" "keys: $HOT_CLIENTS clients on 100 hot keys — **pg_idem**" \
+		"$p.hot_sql:plain SQL:" "$p.hot_plpgsql:PL/pgSQL pair:"
+}
+
+section_versions() {
+	local p=$1 mode=$2
+	echo "== [$p] versions: UPDATE of one row"
+	run_group "$p" "$mode" $CLIENTS "upd_plain=version_plain.sql" "upd_plpgsql=version_plpgsql.sql" \
+		"upd_guarded=$(pick "$HAS_VERSIONS" version_guarded.sql)"
+}
+
+report_versions() {
+	local p=$1
+	row "$p.upd_plain" "versions: UPDATE, no guard (baseline)"
+	row "$p.upd_plpgsql" "versions: UPDATE, PL/pgSQL guard trigger (baseline)"
+	row "$p.upd_guarded" "versions: UPDATE, **idem.version_guard**" \
+		"$p.upd_plain:unguarded:0.97" "$p.upd_plpgsql:PL/pgSQL trigger:1.0"
+}
+
+section_outbox() {
+	local p=$1 mode=$2
+	echo "== [$p] outbox: emit one event"
+	run_group "$p" "$mode" $CLIENTS "emit_raw=emit_raw.sql" "emit_notify=emit_raw_notify.sql" \
+		"emit_pgq=emit_pgq.sql" "emit_idem=$(pick "$HAS_OUTBOX" emit_idem.sql)"
+}
+
+report_outbox() {
+	local p=$1
+	row "$p.emit_raw" "outbox: emit — raw INSERT (baseline)"
+	row "$p.emit_notify" "outbox: emit — raw INSERT + pg_notify (baseline)"
+	row "$p.emit_pgq" "outbox: emit — PgQ pgq.insert_event" "$p.emit_raw:raw INSERT:"
+	row "$p.emit_idem" "outbox: emit — **idem.emit**" \
+		"$p.emit_raw:raw INSERT:0.9" "$p.emit_notify:INSERT + notify:" "$p.emit_pgq:PgQ:"
+}
+
+# --- drain: one consumer, DRAIN_EVENTS committed events, batches of 1000 ---
+
+# Fill the queue of one variant with DRAIN_EVENTS events, 100 per
+# transaction (many writing transactions, as in production).  Not timed.
+drain_fill() {
+	local v=$1 n=$((DRAIN_EVENTS / 100))
+	local ev="jsonb_build_object('order_id', i * 100 + g, 'amount', g)"
+	case $v in
+	idem)
+		sql1 "SELECT idem.unsubscribe('bench_drain')" >/dev/null
+		sql1 "SELECT idem.subscribe('bench_drain', ARRAY['orders'])" >/dev/null
+		sql1 "DO \$\$ BEGIN FOR i IN 1..$n LOOP
+		        PERFORM idem.emit('orders', $ev, 'o' || (i * 100 + g)) FROM generate_series(1, 100) g;
+		        COMMIT; END LOOP; END \$\$" ;;
+	skiplocked | delete_returning)
+		sql1 "DO \$\$ BEGIN FOR i IN 1..$n LOOP
+		        INSERT INTO bench.raw_outbox (topic, key, payload)
+		        SELECT 'orders', 'o' || (i * 100 + g), $ev FROM generate_series(1, 100) g;
+		        COMMIT; END LOOP; END \$\$" ;;
+	pgq)
+		# PgQ cuts batches at ticks: tick after every 1000 events (what its
+		# ticker does with queue_ticker_max_count = 1000).
+		sql1 "SELECT pgq.drop_queue('bench_drain', true) FROM pgq.queue WHERE queue_name = 'bench_drain'" >/dev/null
+		sql1 "SELECT pgq.create_queue('bench_drain')" >/dev/null
+		sql1 "SELECT pgq.set_queue_config('bench_drain', 'ticker_max_count', '1000'),
+		             pgq.set_queue_config('bench_drain', 'ticker_max_lag', '1 hour'),
+		             pgq.register_consumer('bench_drain', 'bench')" >/dev/null
+		sql1 "DO \$\$ BEGIN FOR i IN 1..$n LOOP
+		        PERFORM pgq.insert_event('bench_drain', 'orders', ($ev)::text) FROM generate_series(1, 100) g;
+		        COMMIT;
+		        IF i % 10 = 0 THEN PERFORM pgq.ticker('bench_drain'); COMMIT; END IF;
+		        END LOOP; END \$\$" ;;
+	esac
+	sql1 "VACUUM ANALYZE" >/dev/null
+}
+
+# Events still waiting for the consumer after the drain (must be 0).
+drain_left() {
+	case $1 in
+	idem) sql1 "SELECT count(*) FROM idem.next_batch('bench_drain', 1000000)" ;;
+	skiplocked | delete_returning) sql1 "SELECT count(*) FROM bench.raw_outbox" ;;
+	pgq) sql1 "SELECT count(*) FROM pgq.get_batch_events(pgq.next_batch('bench_drain', 'bench'))" 2>/dev/null || echo 0 ;;
+	esac
+}
+
+# Time deleting what the drain left behind (pg_idem keeps finished events
+# until maintenance; the SKIP LOCKED loop deleted as it went; PgQ rotates
+# its tables with TRUNCATE, which costs nothing per event).
+drain_cleanup_ms() {
+	case $1 in
+	idem)
+		[ -n "$HAS_MAINTAIN" ] || { echo ""; return 0; }
+		local t0 t1
+		t0=$(now_ns)
+		sql1 "DO \$\$ DECLARE n bigint; BEGIN FOR i IN 1..1000 LOOP
+		        SELECT coalesce(sum(rows), 0) INTO n FROM idem.maintain();
+		        EXIT WHEN n = 0; END LOOP; END \$\$"
+		t1=$(now_ns)
+		echo $(((t1 - t0) / 1000000)) ;;
+	*) echo 0 ;;
+	esac
+}
+
+declare -A DRAIN_RATE DRAIN_CLEAN_RATE DRAIN_P99 DRAIN_NOTE
+section_drain() {
+	local p=$1 v r variants=(skiplocked delete_returning pgq idem)
+	local batches=$((DRAIN_EVENTS / 1000 + 2))
+	echo "== [$p] outbox: one consumer drains $DRAIN_EVENTS events, batches of 1000"
+	for v in "${variants[@]}"; do rm -f "$W/drain.$p.$v".*; done
+	for ((r = 1; r <= DRAIN_ROUNDS; r++)); do
+		for v in "${variants[@]}"; do
+			[ "$v" != idem ] || [ -n "$HAS_OUTBOX" ] || continue
+			[ -z "${DRAIN_NOTE[$p.$v]:-}" ] || continue
+			drain_fill "$v"
+			sql1 "CHECKPOINT"
+			local logdir="$W/log.drain" out="$W/drain.out" t0 t1 rc=0 left ms clean
+			rm -rf "$logdir"; mkdir -p "$logdir"; chmod 777 "$logdir"
+			t0=$(now_ns)
+			pgbench -n -M prepared -c 1 -j 1 -t "$batches" --log --log-prefix="$logdir/tx" \
+				-f "$WL/drain_$v.sql" >"$out" 2>&1 || rc=$?
+			t1=$(now_ns)
+			if [ $rc -ne 0 ] || grep -q aborted "$out"; then
+				DRAIN_NOTE[$p.$v]="error: $(grep -m1 -iE 'error|fatal' "$out" | cut -c1-160)"
+				echo "   $v: ${DRAIN_NOTE[$p.$v]}"
+				continue
+			fi
+			left=$(drain_left "$v")
+			if [ "$left" != 0 ]; then
+				DRAIN_NOTE[$p.$v]="$left events left after $batches batches"
+				echo "   $v: ${DRAIN_NOTE[$p.$v]}"
+				continue
+			fi
+			ms=$(((t1 - t0) / 1000000))
+			clean=$(drain_cleanup_ms "$v")
+			echo "$ms ${clean:--}" >>"$W/drain.$p.$v.ms"
+			cat "$logdir"/tx.* | awk '{print $3}' >>"$W/drain.$p.$v.lat"
+			printf '   %-18s %8d events/s%s\n' "$v" $((DRAIN_EVENTS * 1000 / (ms > 0 ? ms : 1))) \
+				"${clean:+ (cleanup ${clean} ms)}"
+		done
+	done
+	for v in "${variants[@]}"; do
+		[ -s "$W/drain.$p.$v.ms" ] || continue
+		DRAIN_RATE[$p.$v]=$(awk -v n="$DRAIN_EVENTS" '{print n * 1000 / $1}' "$W/drain.$p.$v.ms" | sort -g |
+			awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+		if ! grep -q -- ' -$' "$W/drain.$p.$v.ms"; then
+			DRAIN_CLEAN_RATE[$p.$v]=$(awk -v n="$DRAIN_EVENTS" '{print n * 1000 / ($1 + $2)}' "$W/drain.$p.$v.ms" | sort -g |
+				awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+		fi
+		DRAIN_P99[$p.$v]=$(sort -n "$W/drain.$p.$v.lat" | awk '{a[NR]=$1} END {i=int(NR*0.99+0.999); printf "%.2f", a[i]/1000}')
+	done
+	sql1 "SELECT pgq.drop_queue('bench_drain', true) FROM pgq.queue WHERE queue_name = 'bench_drain'" >/dev/null
+	[ -z "$HAS_OUTBOX" ] || sql1 "SELECT idem.unsubscribe('bench_drain')" >/dev/null
+}
+
+drain_row() {
+	local p=$1 v=$2 label=$3 target=${4:-} rate cmp="" r
+	if [ -n "${DRAIN_NOTE[$p.$v]:-}" ]; then
+		say "| $label | ${DRAIN_NOTE[$p.$v]} | | | |"
+		return 0
+	fi
+	rate=${DRAIN_RATE[$p.$v]:-}
+	if [ -z "$rate" ]; then
+		[ "$v" != idem ] || say "| $label | not implemented | | | |"
+		return 0
+	fi
+	if [ "$v" != skiplocked ] && [ -n "${DRAIN_RATE[$p.skiplocked]:-}" ]; then
+		r=$(awk -v a="$rate" -v b="${DRAIN_RATE[$p.skiplocked]}" 'BEGIN {printf "%.2fx", a/b}')
+		cmp="$r SKIP LOCKED loop"
+		if [ -n "$target" ]; then
+			if awk -v r="${r%x}" -v t="$target" 'BEGIN {exit !(r + 0.0005 >= t)}'; then
+				cmp+=" (target ≥ $target: met)"
+			else
+				cmp+=" (target ≥ $target: **missed**)"
+			fi
+			printf '%s\t%s\t%s\t%s\t%s\n' "$p" "outbox: drain 200k events" "SKIP LOCKED loop" "$r" "$target" >>"$TARGETS"
+		fi
+	fi
+	local clean=${DRAIN_CLEAN_RATE[$p.$v]:-}
+	printf '| %s | %.0f | %s | %s | %s |\n' "$label" "$rate" \
+		"$( [ -n "$clean" ] && printf '%.0f' "$clean" || echo "n/a")" "${DRAIN_P99[$p.$v]}" "$cmp" | tee -a "$REPORT"
+}
+
+report_drain() {
+	local p=$1
+	say ""
+	say "One consumer drains $DRAIN_EVENTS committed events (written 100 per transaction) in batches of 1000, every row sent to the client; median of $DRAIN_ROUNDS round(s)."
+	say ""
+	say "| drain | events/s | events/s incl. cleanup | p99 ms per batch | vs baseline |"
+	say "|---|---:|---:|---:|---|"
+	drain_row "$p" skiplocked "SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1000 + DELETE loop (baseline)"
+	drain_row "$p" delete_returning "DELETE ... RETURNING, one statement (at-most-once; reference)"
+	drain_row "$p" pgq "PgQ next_batch / get_batch_events / finish_batch"
+	drain_row "$p" idem "**idem.next_batch / finish_batch**" 1.5
+}
+
+# --- scale: cost as the stored state grows (fsync off) ---
+
+section_scale() {
+	local p=scale
+	say ""
+	say "### How cost grows with size (fsync = off, $CLIENTS clients, -M prepared)"
+	if [ -z "$HAS_KEYS" ]; then
+		say ""; say "Keys: not implemented."
+	else
+		say ""
+		say "Keys already stored in idem.keys (completed, written by INSERT ... SELECT from a row made by reserve + complete):"
+		say ""
+		say "| keys stored | idem.keys size (table + indexes) | reserve new key TPS | mean ms | p99 ms | replay of a stored key TPS | mean ms | p99 ms |"
+		say "|---:|---:|---:|---:|---:|---:|---:|---:|"
+		sql1 "SELECT idem.complete('template', (idem.reserve('template', '{\"amount\": 1}')).token, '{\"payment_id\": 1}', 201)" >/dev/null
+		# Every column of the template row, with the key replaced.
+		local cols sel
+		cols=$(sql1 "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+		             WHERE attrelid = 'idem.keys'::regclass AND attnum > 0 AND NOT attisdropped
+		               AND attgenerated = '' AND attidentity = ''")
+		sel=$(sql1 "SELECT string_agg(CASE WHEN attname = 'key' THEN '''k'' || g' ELSE 't.' || quote_ident(attname) END,
+		                              ', ' ORDER BY attnum) FROM pg_attribute
+		             WHERE attrelid = 'idem.keys'::regclass AND attnum > 0 AND NOT attisdropped
+		               AND attgenerated = '' AND attidentity = ''")
+		local have=0 n lo hi
+		for n in $SCALE_KEYS; do
+			lo=$((have + 1))
+			while [ "$lo" -le "$n" ]; do
+				hi=$((lo + 999999)); [ "$hi" -le "$n" ] || hi=$n
+				sql1 "INSERT INTO idem.keys ($cols) SELECT $sel FROM idem.keys t, generate_series($lo, $hi) g
+				      WHERE t.key = 'template'"
+				lo=$((hi + 1))
+			done
+			have=$n
+			psqlq -c "VACUUM ANALYZE idem.keys" -c "CHECKPOINT"
+			echo "== [scale] $n keys stored"
+			run_group "$p$n" prepared $CLIENTS "new=reserve_idem.sql" "replay=replay_idem.sql" -- -D existing="$n"
+			local size
+			size=$(sql1 "SELECT pg_size_pretty(pg_total_relation_size('idem.keys'))")
+			if [ "${STATUS[$p$n.new]:-}" = ok ] && [ "${STATUS[$p$n.replay]:-}" = ok ]; then
+				printf '| %s | %s | %.0f | %.3f | %.3f | %.0f | %.3f | %.3f |\n' "$n" "$size" \
+					"${TPS[$p$n.new]}" "${MEAN[$p$n.new]}" "${P99[$p$n.new]}" \
+					"${TPS[$p$n.replay]}" "${MEAN[$p$n.replay]}" "${P99[$p$n.replay]}" | tee -a "$REPORT"
+			else
+				say "| $n | $size | error | | | error | | |"
+			fi
+		done
+	fi
+
+	if [ -z "$HAS_OUTBOX" ]; then
+		say ""; say "Outbox: not implemented."
+		return 0
+	fi
+	# A consumer that never finishes a batch keeps every event retained; the
+	# measured consumer is caught up, then polls: a batch of 1000 new events,
+	# and an empty poll (nothing new).
+	say ""
+	say "Outbox events retained (held by a consumer that never finishes; the measured consumer has caught up), one consumer, -c 1:"
+	say ""
+	say "| events retained | idem.outbox size | next_batch + finish_batch, 1000 new events: mean ms | p99 ms | empty poll: mean ms | p99 ms |"
+	say "|---:|---:|---:|---:|---:|---:|"
+	sql1 "SELECT idem.unsubscribe('bench_drain'), idem.unsubscribe('bench_slow')" >/dev/null
+	sql1 "SELECT idem.subscribe('bench_slow'), idem.subscribe('bench_drain')" >/dev/null
+	local retained=0 level
+	for level in 0 "$SCALE_EVENTS"; do
+		if [ "$level" -gt 0 ]; then
+			local i chunks=$((level / 100000))
+			for ((i = 0; i < chunks; i++)); do
+				sql1 "SELECT count(idem.emit('orders', jsonb_build_object('order_id', g), 'o' || g))
+				        FROM generate_series(1, 100000) g" >/dev/null
+			done
+			# the measured consumer catches up (not timed)
+			pgbench -n -M prepared -c 1 -j 1 -t $((level / 1000 + 2)) -f "$WL/drain_idem.sql" >/dev/null 2>&1 || true
+			retained=$level
+			psqlq -c "VACUUM ANALYZE" -c "CHECKPOINT"
+		fi
+		rm -f "$W/sbatch.lat" "$W/spoll.lat"
+		local k logdir="$W/log.scale"
+		for k in 1 2 3; do
+			sql1 "SELECT count(idem.emit('orders', jsonb_build_object('order_id', g), 'o' || g))
+			        FROM generate_series(1, 1000) g" >/dev/null
+			rm -rf "$logdir"; mkdir -p "$logdir"; chmod 777 "$logdir"
+			pgbench -n -M prepared -c 1 -j 1 -t 1 --log --log-prefix="$logdir/tx" \
+				-f "$WL/drain_idem.sql" >/dev/null 2>&1 || true
+			cat "$logdir"/tx.* 2>/dev/null | awk '{print $3}' >>"$W/sbatch.lat"
+		done
+		rm -rf "$logdir"; mkdir -p "$logdir"; chmod 777 "$logdir"
+		pgbench -n -M prepared -c 1 -j 1 -t 1000 --log --log-prefix="$logdir/tx" \
+			-f "$WL/drain_idem.sql" >/dev/null 2>&1 || true
+		cat "$logdir"/tx.* 2>/dev/null | awk '{print $3}' >>"$W/spoll.lat"
+		local size bm bp pm pp
+		size=$(sql1 "SELECT pg_size_pretty(pg_total_relation_size('idem.outbox'))")
+		read -r bm bp < <(sort -n "$W/sbatch.lat" | awk '{a[NR]=$1; s+=$1} END {i=int(NR*0.99+0.999); if (NR) printf "%.3f %.3f\n", s/NR/1000, a[i]/1000; else print "- -"}')
+		read -r pm pp < <(sort -n "$W/spoll.lat" | awk '{a[NR]=$1; s+=$1} END {i=int(NR*0.99+0.999); if (NR) printf "%.3f %.3f\n", s/NR/1000, a[i]/1000; else print "- -"}')
+		say "| $retained | $size | $bm | $bp | $pm | $pp |"
+	done
+}
+
+# ---------------------------------------------------------------------------
+# Main.
+# ---------------------------------------------------------------------------
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+fresh_db
+{
+	echo "# pg_idem benchmark"
+	echo ""
+	echo "$(date -u '+%Y-%m-%d %H:%M UTC'); ${QUICK:+BENCH_QUICK=1 (quick check: fewer, shorter rounds); }commit $(git -C "$IDEM_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo ""
+	echo "- machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "- server: $(sql1 "SELECT version()" | cut -d, -f1); pgbench $(pgbench --version | awk '{print $3}'); PgQ $(sql1 "SELECT extversion FROM pg_extension WHERE extname = 'pgq'")"
+	echo "- settings: $(sql1 "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
+		WHERE name IN ('shared_buffers', 'synchronous_commit', 'wal_level', 'max_wal_size', 'checkpoint_timeout',
+		               'autovacuum', 'full_page_writes', 'wal_compression', 'jit')"), server on the same machine as pgbench, Unix socket"
+	echo "- pg_idem capabilities present: keys=${HAS_KEYS:+yes}${HAS_KEYS:-no}, versions=${HAS_VERSIONS:+yes}${HAS_VERSIONS:-no}, outbox=${HAS_OUTBOX:+yes}${HAS_OUTBOX:-no}, maintain=${HAS_MAINTAIN:+yes}${HAS_MAINTAIN:-no}"
+	echo "- method: pgbench -M prepared, $CLIENTS clients, $THREADS threads ($HOT_CLIENTS clients for hot keys), $ROUNDS interleaved rounds of ${DUR}s per variant (A B C, C B A, ...); TPS = median over rounds; latency mean and p99 over every transaction (pgbench --log); ratio = pg_idem median TPS / baseline median TPS"
+} | tee -a "$REPORT"
+
+set_fsync() {
+	psqlq -d postgres -c "ALTER SYSTEM SET fsync = $1" -c "SELECT pg_reload_conf()" >/dev/null
+}
+
+for fs in $PASSES; do
+	p="fsync_$fs"
+	set_fsync "$fs"
+	fresh_db
+	load_data
+	want keys && section_keys "$p" prepared
+	want versions && section_versions "$p" prepared
+	want outbox && section_outbox "$p" prepared
+	# the drain starts from empty outbox tables
+	want drain && { fresh_db; section_drain "$p"; }
+	if [ "$fs" = on ]; then
+		say ""; say "## fsync = on (durable commits)"
+	else
+		say ""; say "## fsync = off (CPU-bound: per-call cost shows)"
+	fi
+	if want keys || want versions || want outbox; then
+		table_head
+		! want keys || report_keys "$p"
+		! want versions || report_versions "$p"
+		! want outbox || report_outbox "$p"
+	fi
+	! want drain || report_drain "$p"
+done
+
+set_fsync off
+if want simple; then
+	fresh_db
+	load_data
+	p=simple
+	section_keys "$p" simple
+	section_versions "$p" simple
+	section_outbox "$p" simple
+	say ""
+	say "## Simple query protocol (fsync = off)"
+	say ""
+	say "The same workloads with pgbench -M simple: every statement is parsed and planned on each call. The hand-written SQL pays that per statement; pg_idem's C functions keep their inner plans, so this mode flatters pg_idem and the prepared tables above are the fair comparison."
+	table_head
+	report_keys "$p"
+	report_versions "$p"
+	report_outbox "$p"
+fi
+
+if want scale; then
+	fresh_db
+	section_scale
+fi
+
+# Every ratio that has a target, in one place.
+if [ -s "$TARGETS" ]; then
+	say ""
+	say "## Targets (issues 3, 4, 5)"
+	say ""
+	say "| pass | pg_idem workload | baseline | ratio | target | |"
+	say "|---|---|---|---:|---:|---|"
+	while IFS=$'\t' read -r pass label base r target; do
+		if awk -v r="${r%x}" -v t="$target" 'BEGIN {exit !(r + 0.0005 >= t)}'; then v=met; else v="**missed**"; fi
+		say "| $pass | $(echo "$label" | sed 's/\*\*//g') | $base | $r | ≥ $target | $v |"
+	done <"$TARGETS"
+fi
+
+say ""
+say "Total run time: $(( $(date +%s) - T0 )) s; load average at end $(cut -d' ' -f1-3 /proc/loadavg)."
+cp "$REPORT" "$RESULTS_DIR/latest.md"
+cp "$REPORT" "$RESULTS_DIR/$(date -u +%Y%m%dT%H%M%SZ)${QUICK:+-quick}.md"
+echo ""
+echo "== report written to bench/results/latest.md"
