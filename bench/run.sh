@@ -274,7 +274,8 @@ section_keys() {
 	local p=$1 mode=$2
 	local K; K=$HAS_KEYS
 	echo "== [$p] keys: reserve of a new key"
-	run_group "$p" "$mode" $CLIENTS "reserve_raw=reserve_raw.sql" "reserve_idem=$(pick "$K" reserve_idem.sql)"
+	run_group "$p" "$mode" $CLIENTS "reserve_raw=reserve_raw.sql" \
+		"reserve_pk=reserve_raw_pk.sql" "reserve_idem=$(pick "$K" reserve_idem.sql)"
 	echo "== [$p] keys: reserve + business insert + complete, one transaction"
 	run_group "$p" "$mode" $CLIENTS "txn_sql=keys_sql.sql" "txn_plpgsql=keys_plpgsql.sql" \
 		"txn_idem=$(pick "$K" keys_idem.sql)" -- -D retry_pct=0 -D existing=$EXISTING_KEYS
@@ -290,7 +291,9 @@ section_keys() {
 report_keys() {
 	local p=$1
 	row "$p.reserve_raw" "keys: reserve new key — raw INSERT ... ON CONFLICT DO NOTHING (baseline)"
-	row "$p.reserve_idem" "keys: reserve new key — **idem.reserve**" "$p.reserve_raw:raw INSERT:0.9"
+	row "$p.reserve_pk" "keys: reserve new key — the same INSERT, primary key only (reference)"
+	row "$p.reserve_idem" "keys: reserve new key — **idem.reserve**" "$p.reserve_raw:raw INSERT:0.9" \
+		"$p.reserve_pk:PK-only INSERT:"
 	row "$p.txn_sql" "keys: reserve + insert + complete — plain SQL (baseline)"
 	row "$p.txn_plpgsql" "keys: reserve + insert + complete — PL/pgSQL pair (baseline)"
 	row "$p.txn_idem" "keys: reserve + insert + complete — **pg_idem**" \

@@ -30,15 +30,15 @@ CREATE TABLE bench.payments (
 -- Idempotency keys without pg_idem.
 --
 -- bench.sql_keys is the table behind the hand-written SQL baselines
--- (workloads/reserve_raw.sql, keys_sql.sql, hot_sql.sql); bench.pl_keys the
+-- (workloads/reserve_raw*.sql, keys_sql.sql, hot_sql.sql); bench.pl_keys the
 -- one behind the PL/pgSQL function pair.  Both have the columns SPEC.md
 -- section 1 needs (the same information idem.keys keeps): fingerprint of the
 -- first request, state, fencing token, lease end, stored response and status,
 -- recovery point and checkpoint, the ttl to apply at completion, timestamps.
 ------------------------------------------------------------------------------
 CREATE TABLE bench.sql_keys (
-	scope          text NOT NULL,
-	key            text NOT NULL,
+	scope          text COLLATE "C" NOT NULL,
+	key            text COLLATE "C" NOT NULL,
 	fingerprint    bytea,
 	state          text NOT NULL,
 	token          bigint NOT NULL,
@@ -53,7 +53,15 @@ CREATE TABLE bench.sql_keys (
 	expires_at     timestamptz,
 	PRIMARY KEY (scope, key)
 );
+-- Expired keys must be purged in bounded batches (SPEC.md: purge(max_rows)),
+-- which needs an index on the expiry time: idem.keys has one, and so does
+-- any keys table built for the same job.
+CREATE INDEX ON bench.sql_keys (expires_at);
 CREATE TABLE bench.pl_keys (LIKE bench.sql_keys INCLUDING ALL);
+-- For reference only: the same table with its primary key alone (no purge
+-- support), to show what the expiry index costs an INSERT.
+CREATE TABLE bench.pk_only_keys (LIKE bench.sql_keys INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+ALTER TABLE bench.pk_only_keys ADD PRIMARY KEY (scope, key);
 
 -- What the PL/pgSQL reserve returns: the same fields as idem.reservation.
 CREATE TYPE bench.pl_reservation AS (
