@@ -473,7 +473,7 @@ drain_row() {
 			else
 				cmp+=" (target ≥ $target: **missed**)"
 			fi
-			printf '%s\t%s\t%s\t%s\t%s\n' "$p" "outbox: drain 200k events" "SKIP LOCKED loop" "$r" "$target" >>"$TARGETS"
+			printf '%s\t%s\t%s\t%s\t%s\n' "$p" "outbox: drain $DRAIN_EVENTS events" "SKIP LOCKED loop" "$r" "$target" >>"$TARGETS"
 		fi
 	fi
 	local clean=${DRAIN_CLEAN_RATE[$p.$v]:-}
@@ -553,7 +553,7 @@ section_scale() {
 	say ""
 	say "Outbox events retained (held by a consumer that never finishes; the measured consumer has caught up), one consumer, -c 1:"
 	say ""
-	say "| events retained | idem.outbox size | next_batch + finish_batch, 1000 new events: mean ms | p99 ms | empty poll: mean ms | p99 ms |"
+	say "| events retained | idem.outbox size | batch of 1000 new events (next_batch + finish_batch): mean ms | p99 ms | empty poll: mean ms | p99 ms |"
 	say "|---:|---:|---:|---:|---:|---:|"
 	sql1 "SELECT idem.unsubscribe('bench_drain'), idem.unsubscribe('bench_slow')" >/dev/null
 	sql1 "SELECT idem.subscribe('bench_slow'), idem.subscribe('bench_drain')" >/dev/null
@@ -573,10 +573,13 @@ section_scale() {
 		rm -f "$W/sbatch.lat" "$W/spoll.lat"
 		local k logdir="$W/log.scale"
 		for k in 1 2 3; do
-			sql1 "SELECT count(idem.emit('orders', jsonb_build_object('order_id', g), 'o' || g))
-			        FROM generate_series(1, 1000) g" >/dev/null
+			# 10 transactions of 1000 new events, then 10 batches of 1000
+			sql1 "DO \$\$ BEGIN FOR i IN 1..10 LOOP
+			        PERFORM idem.emit('orders', jsonb_build_object('order_id', g), 'o' || g)
+			           FROM generate_series(1, 1000) g;
+			        COMMIT; END LOOP; END \$\$"
 			rm -rf "$logdir"; mkdir -p "$logdir"; chmod 777 "$logdir"
-			pgbench -n -M prepared -c 1 -j 1 -t 1 --log --log-prefix="$logdir/tx" \
+			pgbench -n -M prepared -c 1 -j 1 -t 10 --log --log-prefix="$logdir/tx" \
 				-f "$WL/drain_idem.sql" >/dev/null 2>&1 || true
 			cat "$logdir"/tx.* 2>/dev/null | awk '{print $3}' >>"$W/sbatch.lat"
 		done
