@@ -26,6 +26,13 @@
 # BENCH_PASSES ("on off"), BENCH_SECTIONS ("keys versions outbox drain
 # simple scale"), BENCH_DRAIN_EVENTS, BENCH_SCALE_KEYS ("10000 1000000").
 #
+# Where the time goes:
+#   BENCH_PROFILE="reserve_idem.sql reserve_raw.sql" make bench
+# sets up the same cluster and data (fsync off), runs each named workload
+# for BENCH_DURATION seconds (default 10) under `perf record -a -g` and
+# writes the hottest functions of the server processes to
+# bench/results/profile-<workload>.txt.
+#
 # Why prepared mode: real drivers (JDBC, pgx, psycopg 3, node-postgres with
 # named statements) prepare hot statements, and it is the fair mode for
 # both sides: the hand-written SQL keeps its plans just as pg_idem's C code
@@ -49,15 +56,17 @@ if [ -n "$QUICK" ]; then
 	SECTIONS=${BENCH_SECTIONS:-keys versions outbox drain scale}
 	DRAIN_EVENTS=${BENCH_DRAIN_EVENTS:-50000}
 	DRAIN_ROUNDS=1
+	SIDE_ROUNDS=2
 	SCALE_KEYS=${BENCH_SCALE_KEYS:-10000 1000000}
 	SCALE_EVENTS=${BENCH_SCALE_EVENTS:-100000}
 else
 	ROUNDS=${BENCH_ROUNDS:-5}
-	DUR=${BENCH_DURATION:-5}
+	DUR=${BENCH_DURATION:-4}
 	PASSES=${BENCH_PASSES:-on off}
 	SECTIONS=${BENCH_SECTIONS:-keys versions outbox drain simple scale}
 	DRAIN_EVENTS=${BENCH_DRAIN_EVENTS:-200000}
 	DRAIN_ROUNDS=3
+	SIDE_ROUNDS=3	# simple-protocol and scale sections
 	SCALE_KEYS=${BENCH_SCALE_KEYS:-10000 1000000 10000000}
 	SCALE_EVENTS=${BENCH_SCALE_EVENTS:-1000000}
 fi
@@ -499,7 +508,7 @@ report_drain() {
 section_scale() {
 	local p=scale
 	say ""
-	say "### How cost grows with size (fsync = off, $CLIENTS clients, -M prepared)"
+	say "### How cost grows with size (fsync = off, $CLIENTS clients, -M prepared, $ROUNDS rounds)"
 	if [ -z "$HAS_KEYS" ]; then
 		say ""; say "Keys: not implemented."
 	else
@@ -599,6 +608,9 @@ section_scale() {
 # Main.
 # ---------------------------------------------------------------------------
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+set_fsync() {
+	psqlq -d postgres -c "ALTER SYSTEM SET fsync = $1" -c "SELECT pg_reload_conf()" >/dev/null
+}
 
 fresh_db
 {
@@ -615,9 +627,31 @@ fresh_db
 	echo "- method: pgbench -M prepared, $CLIENTS clients, $THREADS threads ($HOT_CLIENTS clients for hot keys), $ROUNDS interleaved rounds of ${DUR}s per variant (A B C, C B A, ...); TPS = median over rounds; latency mean and p99 over every transaction (pgbench --log); ratio = pg_idem median TPS / baseline median TPS"
 } | tee -a "$REPORT"
 
-set_fsync() {
-	psqlq -d postgres -c "ALTER SYSTEM SET fsync = $1" -c "SELECT pg_reload_conf()" >/dev/null
-}
+# Profile mode: perf over the named workloads, then stop.
+if [ -n "${BENCH_PROFILE:-}" ]; then
+	command -v perf >/dev/null || idem_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
+	set_fsync off
+	fresh_db
+	load_data
+	for script in $BENCH_PROFILE; do
+		out="$RESULTS_DIR/profile-${script%.sql}.txt"
+		echo "== perf: $script"
+		perf record -q -e cpu-clock -a -g -o "$W/perf.data" -- \
+			pgbench -n -M prepared -c $CLIENTS -j $THREADS -T "${BENCH_DURATION:-10}" \
+			-D retry_pct=0 -D existing=$EXISTING_KEYS -f "$WL/$script" >"$W/perf.pgbench" 2>&1 || true
+		{
+			echo "# $script: $(grep '^tps' "$W/perf.pgbench")"
+			echo "# self time by function, server processes only"
+			perf report -i "$W/perf.data" --stdio --no-children --comm postgres \
+				--sort dso,symbol -g none --percent-limit 0.7 2>/dev/null | grep -v '^#' | grep -v '^$'
+			echo "# inclusive time (children), server processes only"
+			perf report -i "$W/perf.data" --stdio --children --comm postgres \
+				--sort symbol -g none --percent-limit 3 2>/dev/null | grep -v '^#' | grep -v '^$'
+		} >"$out"
+		head -n 40 "$out"
+	done
+	exit 0
+fi
 
 for fs in $PASSES; do
 	p="fsync_$fs"
@@ -644,6 +678,7 @@ for fs in $PASSES; do
 done
 
 set_fsync off
+ROUNDS=$SIDE_ROUNDS
 if want simple; then
 	fresh_db
 	load_data
@@ -654,7 +689,7 @@ if want simple; then
 	say ""
 	say "## Simple query protocol (fsync = off)"
 	say ""
-	say "The same workloads with pgbench -M simple: every statement is parsed and planned on each call. The hand-written SQL pays that per statement; pg_idem's C functions keep their inner plans, so this mode flatters pg_idem and the prepared tables above are the fair comparison."
+	say "The same workloads with pgbench -M simple ($ROUNDS rounds): every statement is parsed and planned on each call. The hand-written SQL pays that per statement; pg_idem's C functions keep their inner plans, so this mode flatters pg_idem and the prepared tables above are the fair comparison."
 	table_head
 	report_keys "$p"
 	report_versions "$p"
