@@ -31,7 +31,8 @@
 # sets up the same cluster and data (fsync off), runs each named workload
 # for BENCH_DURATION seconds (default 10) under `perf record -a -g` and
 # writes the hottest functions of the server processes to
-# bench/results/profile-<workload>.txt.
+# bench/results/profile-<workload>.txt (perf.data kept beside it as .data,
+# for `perf report -i`).
 #
 # Why prepared mode: real drivers (JDBC, pgx, psycopg 3, node-postgres with
 # named statements) prepare hot statements, and it is the fair mode for
@@ -636,16 +637,17 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
 	for script in $BENCH_PROFILE; do
 		out="$RESULTS_DIR/profile-${script%.sql}.txt"
 		echo "== perf: $script"
-		perf record -q -e cpu-clock -a -g -o "$W/perf.data" -- \
+		data="$RESULTS_DIR/profile-${script%.sql}.data"
+		perf record -q -e cpu-clock -a -g -o "$data" -- \
 			pgbench -n -M prepared -c $CLIENTS -j $THREADS -T "${BENCH_DURATION:-10}" \
 			-D retry_pct=0 -D existing=$EXISTING_KEYS -f "$WL/$script" >"$W/perf.pgbench" 2>&1 || true
 		{
 			echo "# $script: $(grep '^tps' "$W/perf.pgbench")"
 			echo "# self time by function, server processes only"
-			perf report -i "$W/perf.data" --stdio --no-children --comm postgres \
+			perf report -i "$data" --stdio --no-children --comm postgres \
 				--sort dso,symbol -g none --percent-limit 0.7 2>/dev/null | grep -v '^#' | grep -v '^$'
 			echo "# inclusive time (children), server processes only"
-			perf report -i "$W/perf.data" --stdio --children --comm postgres \
+			perf report -i "$data" --stdio --children --comm postgres \
 				--sort symbol -g none --percent-limit 3 2>/dev/null | grep -v '^#' | grep -v '^$'
 		} >"$out"
 		head -n 40 "$out"
