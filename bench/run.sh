@@ -87,7 +87,7 @@ idem_setup "postgresql-$IDEM_PG_MAJOR-pgq3"
 idem_cluster_start \
 	"fsync = on" \
 	"shared_buffers = 2GB" \
-	"max_wal_size = 16GB" \
+	"max_wal_size = 4GB" \
 	"checkpoint_timeout = 30min" \
 	"idem.maintenance_interval = 0"
 export PGDATABASE=bench
