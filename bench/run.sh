@@ -102,6 +102,8 @@ psqlq() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 sql1() { psql -X -q -v ON_ERROR_STOP=1 -At -c "$1"; }
 now_ns() { date +%s%N; }
 say() { echo "$*" | tee -a "$REPORT"; }
+# Progress lines carry the elapsed time, to keep the run inside its budget.
+step() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
 # ---------------------------------------------------------------------------
 # Which capabilities are installed (they are developed in parallel): a
@@ -283,17 +285,17 @@ pick() { if [ -n "$1" ]; then echo "$2"; else echo -; fi; }
 section_keys() {
 	local p=$1 mode=$2
 	local K; K=$HAS_KEYS
-	echo "== [$p] keys: reserve of a new key"
+	step "[$p] keys: reserve of a new key"
 	run_group "$p" "$mode" $CLIENTS "reserve_raw=reserve_raw.sql" \
 		"reserve_pk=reserve_raw_pk.sql" "reserve_idem=$(pick "$K" reserve_idem.sql)"
-	echo "== [$p] keys: reserve + business insert + complete, one transaction"
+	step "[$p] keys: reserve + business insert + complete, one transaction"
 	run_group "$p" "$mode" $CLIENTS "txn_sql=keys_sql.sql" "txn_plpgsql=keys_plpgsql.sql" \
 		"txn_idem=$(pick "$K" keys_idem.sql)" -- -D retry_pct=0 -D existing=$EXISTING_KEYS
 	[ "$mode" = prepared ] || return 0
-	echo "== [$p] keys: the same with 10% retries of completed keys (replays)"
+	step "[$p] keys: the same with 10% retries of completed keys (replays)"
 	run_group "$p" "$mode" $CLIENTS "retry_sql=keys_sql.sql" "retry_plpgsql=keys_plpgsql.sql" \
 		"retry_idem=$(pick "$K" keys_idem.sql)" -- -D retry_pct=10 -D existing=$EXISTING_KEYS
-	echo "== [$p] keys: $HOT_CLIENTS clients, 100 hot keys"
+	step "[$p] keys: $HOT_CLIENTS clients, 100 hot keys"
 	run_group "$p" "$mode" $HOT_CLIENTS "hot_sql=hot_sql.sql" "hot_plpgsql=hot_plpgsql.sql" \
 		"hot_idem=$(pick "$K" hot_idem.sql)"
 }
@@ -320,7 +322,7 @@ report_keys() {
 
 section_versions() {
 	local p=$1 mode=$2
-	echo "== [$p] versions: UPDATE of one row"
+	step "[$p] versions: UPDATE of one row"
 	run_group "$p" "$mode" $CLIENTS "upd_plain=version_plain.sql" "upd_plpgsql=version_plpgsql.sql" \
 		"upd_guarded=$(pick "$HAS_VERSIONS" version_guarded.sql)"
 }
@@ -335,7 +337,7 @@ report_versions() {
 
 section_outbox() {
 	local p=$1 mode=$2
-	echo "== [$p] outbox: emit one event"
+	step "[$p] outbox: emit one event"
 	run_group "$p" "$mode" $CLIENTS "emit_raw=emit_raw.sql" "emit_notify=emit_raw_notify.sql" \
 		"emit_pgq=emit_pgq.sql" "emit_idem=$(pick "$HAS_OUTBOX" emit_idem.sql)"
 }
@@ -416,7 +418,7 @@ declare -A DRAIN_RATE DRAIN_CLEAN_RATE DRAIN_P99 DRAIN_NOTE
 section_drain() {
 	local p=$1 v r variants=(skiplocked delete_returning pgq idem)
 	local batches=$((DRAIN_EVENTS / 1000 + 2))
-	echo "== [$p] outbox: one consumer drains $DRAIN_EVENTS events, batches of 1000"
+	step "[$p] outbox: one consumer drains $DRAIN_EVENTS events, batches of 1000"
 	for v in "${variants[@]}"; do rm -f "$W/drain.$p.$v".*; done
 	for ((r = 1; r <= DRAIN_ROUNDS; r++)); do
 		for v in "${variants[@]}"; do
@@ -514,7 +516,7 @@ section_scale() {
 		say ""; say "Keys: not implemented."
 	else
 		say ""
-		say "Keys already stored in idem.keys (completed, written by INSERT ... SELECT from a row made by reserve + complete):"
+		say "Keys already stored in idem.keys (completed, written by INSERT ... SELECT from a row made by reserve + complete; the size is measured before the new reserves of the run add theirs):"
 		say ""
 		say "| keys stored | idem.keys size (table + indexes) | reserve new key TPS | mean ms | p99 ms | replay of a stored key TPS | mean ms | p99 ms |"
 		say "|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -538,11 +540,15 @@ section_scale() {
 				lo=$((hi + 1))
 			done
 			have=$n
+			step "[scale] $n keys stored, vacuum"
 			psqlq -c "VACUUM ANALYZE idem.keys" -c "CHECKPOINT"
-			echo "== [scale] $n keys stored"
-			run_group "$p$n" prepared $CLIENTS "new=reserve_idem.sql" "replay=replay_idem.sql" -- -D existing="$n"
 			local size
 			size=$(sql1 "SELECT pg_size_pretty(pg_total_relation_size('idem.keys'))")
+			step "[scale] $n keys stored ($size)"
+			run_group "$p$n" prepared $CLIENTS "new=reserve_idem.sql" "replay=replay_idem.sql" -- -D existing="$n"
+			# the new keys reserved by the run (in progress) go, so that the
+			# next level starts from exactly its count
+			sql1 "DELETE FROM idem.keys WHERE state <> 'completed'"
 			if [ "${STATUS[$p$n.new]:-}" = ok ] && [ "${STATUS[$p$n.replay]:-}" = ok ]; then
 				printf '| %s | %s | %.0f | %.3f | %.3f | %.0f | %.3f | %.3f |\n' "$n" "$size" \
 					"${TPS[$p$n.new]}" "${MEAN[$p$n.new]}" "${P99[$p$n.new]}" \
@@ -580,6 +586,7 @@ section_scale() {
 			retained=$level
 			psqlq -c "VACUUM ANALYZE" -c "CHECKPOINT"
 		fi
+		step "[scale] outbox, $level events retained"
 		rm -f "$W/sbatch.lat" "$W/spoll.lat"
 		local k logdir="$W/log.scale"
 		for k in 1 2 3; do
