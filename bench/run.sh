@@ -647,16 +647,22 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
 		data="$RESULTS_DIR/profile-${script%.sql}.data"
 		perf record -q -e cpu-clock -a -g -o "$data" -- \
 			pgbench -n -M prepared -c $CLIENTS -j $THREADS -T "${BENCH_DURATION:-10}" \
-			-D retry_pct=0 -D existing=$EXISTING_KEYS -f "$WL/$script" >"$W/perf.pgbench" 2>&1 || true
+			-D retry_pct=0 -D existing=$EXISTING_KEYS -f "$WL/$script" >"$W/perf.pgbench" 2>&1 &
+		# other clusters on this machine run postgres too: report only the
+		# processes of this one (the postmaster's children during the run)
+		sleep 1
+		pids=$(pgrep -d, -P "$(head -n1 "$IDEM_WORK/data/postmaster.pid")")
+		wait $! || true
 		{
 			echo "# $script: $(grep '^tps' "$W/perf.pgbench")"
-			echo "# self time by function, server processes only"
-			perf report -i "$data" --stdio --no-children --comm postgres \
+			echo "# self time by function, this cluster's server processes"
+			perf report -i "$data" --stdio --no-children --pid "$pids" \
 				--sort dso,symbol -g none --percent-limit 0.7 2>/dev/null | grep -v '^#' | grep -v '^$'
-			echo "# inclusive time (children), server processes only"
-			perf report -i "$data" --stdio --children --comm postgres \
-				--sort symbol -g none --percent-limit 3 2>/dev/null | grep -v '^#' | grep -v '^$'
+			echo "# inclusive time (children), this cluster's server processes"
+			perf report -i "$data" --stdio --children --pid "$pids" \
+				--sort symbol -g none --percent-limit 2 2>/dev/null | grep -v '^#' | grep -v '^$'
 		} >"$out"
+		echo "$pids" >"${out%.txt}.pids"
 		head -n 40 "$out"
 	done
 	exit 0
