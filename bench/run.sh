@@ -156,19 +156,40 @@ load_data() {
 # ---------------------------------------------------------------------------
 # Running pgbench and summarizing.
 # ---------------------------------------------------------------------------
-declare -A TPS MEAN P99 STATUS NOTE
+declare -A TPS MEAN P99 CPU STATUS NOTE
+
+# CPU time (clock ticks) used so far by this cluster's server: the
+# postmaster, its live children, and every child it has reaped (a backend's
+# time is added to the postmaster's cutime/cstime when it exits).  Other
+# processes on the machine do not count, so "server CPU per transaction" is
+# the per-call cost with the noise of a shared machine mostly taken out.
+server_ticks() {
+	local pm c
+	pm=$(head -n1 "$IDEM_WORK/data/postmaster.pid")
+	{
+		awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
+		for c in $(pgrep -P "$pm"); do
+			awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || true
+		done
+	} | awk '{s += $1} END {print s}'
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 # One round of one variant: append its TPS and its per-transaction
-# latencies (µs) to $W/<id>.tps / .lat.
+# latencies (µs) to $W/<id>.tps / .lat, and the server CPU ticks and the
+# number of transactions to $W/<id>.cpu.
 #   run_round ID SCRIPT CLIENTS MODE [pgbench args...]
 run_round() {
 	local id=$1 script=$2 clients=$3 mode=$4
 	shift 4
 	local logdir="$W/log.$id"
 	rm -rf "$logdir"; mkdir -p "$logdir"; chmod 777 "$logdir"
-	local out="$W/$id.out" rc=0
+	local out="$W/$id.out" rc=0 t0 t1
+	t0=$(server_ticks)
 	pgbench -n -M "$mode" -c "$clients" -j "$THREADS" -T "$DUR" \
 		--log --log-prefix="$logdir/tx" -f "$WL/$script" "$@" >"$out" 2>&1 || rc=$?
+	sleep 0.2	# let the backends exit and be reaped
+	t1=$(server_ticks)
 	local tps
 	tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$out")
 	if [ $rc -ne 0 ] || [ -z "$tps" ] || grep -q 'aborted' "$out"; then
@@ -181,7 +202,11 @@ run_round() {
 	echo "$tps" >>"$W/$id.tps"
 	cat "$logdir"/tx.* | awk '{print $3}' >>"$W/$id.lat"
 	rm -rf "$logdir"
-	printf '   %-28s %10.0f tps\n' "$id" "$tps"
+	local ntx
+	ntx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+	echo "$((t1 - t0)) $ntx" >>"$W/$id.cpu"
+	printf '   %-28s %10.0f tps %8.1f µs server CPU/tx\n' "$id" "$tps" \
+		"$(awk -v t=$((t1 - t0)) -v n="$ntx" -v u=$TICK_US 'BEGIN {print (n > 0) ? t * u / n : 0}')"
 }
 
 # Median TPS over rounds; mean and p99 latency (ms) over all transactions.
@@ -192,6 +217,7 @@ summarize() {
 	TPS[$id]=$(sort -g "$W/$id.tps" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
 	read -r MEAN[$id] P99[$id] < <(sort -n "$W/$id.lat" |
 		awk '{a[NR]=$1; s+=$1} END {i=int(NR*0.99+0.999); if (i<1) i=1; printf "%.3f %.3f\n", s/NR/1000, a[i]/1000}')
+	CPU[$id]=$(awk -v u=$TICK_US '{t += $1; n += $2} END {printf "%.1f", (n > 0) ? t * u / n : 0}' "$W/$id.cpu")
 	STATUS[$id]=ok
 	rm -f "$W/$id.lat"
 }
@@ -210,7 +236,7 @@ run_group() {
 	local r order i id script
 	for v in "${vars[@]}"; do
 		id="$pass.${v%%=*}"
-		rm -f "$W/$id.tps" "$W/$id.lat"
+		rm -f "$W/$id.tps" "$W/$id.lat" "$W/$id.cpu"
 		if [ "${v#*=}" = - ]; then STATUS[$id]=missing; fi
 	done
 	for ((r = 1; r <= ROUNDS; r++)); do
@@ -257,15 +283,17 @@ row() {
 			fi
 			printf '%s\t%s\t%s\t%s\t%s\n' "${id%%.*}" "$label" "$name" "$r" "$target" >>"$TARGETS"
 		fi
-		cmp+="${cmp:+; }$r $name$verdict"
+		local cpud
+		cpud=$(awk -v a="${CPU[$id]}" -v b="${CPU[$b]}" 'BEGIN {if (b > 0) printf "%+.0f%%", (a / b - 1) * 100}')
+		cmp+="${cmp:+; }$r $name${cpud:+ (CPU/tx $cpud)}$verdict"
 	done
 	case "${STATUS[$id]:-}" in
 	ok)
-		printf '| %s | %.0f | %.3f | %.3f | %s |\n' "$label" "${TPS[$id]}" "${MEAN[$id]}" "${P99[$id]}" "$cmp" ;;
+		printf '| %s | %.0f | %.3f | %.3f | %s | %s |\n' "$label" "${TPS[$id]}" "${MEAN[$id]}" "${P99[$id]}" "${CPU[$id]}" "$cmp" ;;
 	missing)
-		printf '| %s | not implemented | | | |\n' "$label" ;;
+		printf '| %s | not implemented | | | | |\n' "$label" ;;
 	error)
-		printf '| %s | error | | | %s |\n' "$label" "${NOTE[$id]:-}" ;;
+		printf '| %s | error | | | | %s |\n' "$label" "${NOTE[$id]:-}" ;;
 	*)
 		return 0 ;;
 	esac | tee -a "$REPORT"
@@ -273,8 +301,8 @@ row() {
 
 table_head() {
 	say ""
-	say "| workload | TPS (median) | mean ms | p99 ms | vs baseline |"
-	say "|---|---:|---:|---:|---|"
+	say "| workload | TPS (median) | mean ms | p99 ms | server CPU µs/tx | vs baseline |"
+	say "|---|---:|---:|---:|---:|---|"
 }
 
 # ---------------------------------------------------------------------------
@@ -632,7 +660,7 @@ fresh_db
 		WHERE name IN ('shared_buffers', 'synchronous_commit', 'wal_level', 'max_wal_size', 'checkpoint_timeout',
 		               'autovacuum', 'full_page_writes', 'wal_compression', 'jit')"), server on the same machine as pgbench, Unix socket"
 	echo "- pg_idem capabilities present: keys=${HAS_KEYS:+yes}${HAS_KEYS:-no}, versions=${HAS_VERSIONS:+yes}${HAS_VERSIONS:-no}, outbox=${HAS_OUTBOX:+yes}${HAS_OUTBOX:-no}, trim_outbox=${HAS_TRIM:+yes}${HAS_TRIM:-no}"
-	echo "- method: pgbench -M prepared, $CLIENTS clients, $THREADS threads ($HOT_CLIENTS clients for hot keys), $ROUNDS interleaved rounds of ${DUR}s per variant (A B C, C B A, ...); TPS = median over rounds; latency mean and p99 over every transaction (pgbench --log); ratio = pg_idem median TPS / baseline median TPS"
+	echo "- method: pgbench -M prepared, $CLIENTS clients, $THREADS threads ($HOT_CLIENTS clients for hot keys), $ROUNDS interleaved rounds of ${DUR}s per variant (A B C, C B A, ...); TPS = median over rounds; latency mean and p99 over every transaction (pgbench --log); server CPU µs/tx = CPU time of this cluster's processes (backends, reaped children, walwriter, autovacuum...) over all rounds / transactions, which other load on the machine barely affects; ratio = pg_idem median TPS / baseline median TPS, with the difference in server CPU per transaction"
 } | tee -a "$REPORT"
 
 # Profile mode: perf over the named workloads, then stop.
@@ -650,17 +678,17 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
 			-D retry_pct=0 -D existing=$EXISTING_KEYS -f "$WL/$script" >"$W/perf.pgbench" 2>&1 &
 		# other clusters on this machine run postgres too: report only the
 		# processes of this one (the postmaster's children during the run)
-		sleep 1
+		sleep 2
 		pids=$(pgrep -d, -P "$(head -n1 "$IDEM_WORK/data/postmaster.pid")")
 		wait $! || true
 		{
 			echo "# $script: $(grep '^tps' "$W/perf.pgbench")"
 			echo "# self time by function, this cluster's server processes"
-			perf report -i "$data" --stdio --no-children --pid "$pids" \
-				--sort dso,symbol -g none --percent-limit 0.7 2>/dev/null | grep -v '^#' | grep -v '^$'
+			perf report -i "$data" --stdio --no-children --pid "$pids" --percentage relative \
+				--sort dso,symbol -g none --percent-limit 0.7 2>/dev/null | grep -v -e '^#' -e '^$' || true
 			echo "# inclusive time (children), this cluster's server processes"
-			perf report -i "$data" --stdio --children --pid "$pids" \
-				--sort symbol -g none --percent-limit 2 2>/dev/null | grep -v '^#' | grep -v '^$'
+			perf report -i "$data" --stdio --children --pid "$pids" --percentage relative \
+				--sort symbol -g none --percent-limit 2 2>/dev/null | grep -v -e '^#' -e '^$' || true
 		} >"$out"
 		echo "$pids" >"${out%.txt}.pids"
 		head -n 40 "$out"
