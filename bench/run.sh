@@ -546,8 +546,8 @@ section_scale() {
 		say ""
 		say "Keys already stored in idem.keys (completed, written by INSERT ... SELECT from a row made by reserve + complete; the size is measured before the new reserves of the run add theirs):"
 		say ""
-		say "| keys stored | idem.keys size (table + indexes) | reserve new key TPS | mean ms | p99 ms | replay of a stored key TPS | mean ms | p99 ms |"
-		say "|---:|---:|---:|---:|---:|---:|---:|---:|"
+		say "| keys stored | idem.keys size (table + indexes) | reserve new key TPS | mean ms | p99 ms | CPU µs/tx | replay of a stored key TPS | mean ms | p99 ms | CPU µs/tx |"
+		say "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 		sql1 "SELECT idem.complete('template', (idem.reserve('template', '{\"amount\": 1}')).token, '{\"payment_id\": 1}', 201)" >/dev/null
 		# Every column of the template row, with the key replaced.
 		local cols sel
@@ -578,11 +578,11 @@ section_scale() {
 			# next level starts from exactly its count
 			sql1 "DELETE FROM idem.keys WHERE state <> 'completed'"
 			if [ "${STATUS[$p$n.new]:-}" = ok ] && [ "${STATUS[$p$n.replay]:-}" = ok ]; then
-				printf '| %s | %s | %.0f | %.3f | %.3f | %.0f | %.3f | %.3f |\n' "$n" "$size" \
-					"${TPS[$p$n.new]}" "${MEAN[$p$n.new]}" "${P99[$p$n.new]}" \
-					"${TPS[$p$n.replay]}" "${MEAN[$p$n.replay]}" "${P99[$p$n.replay]}" | tee -a "$REPORT"
+				printf '| %s | %s | %.0f | %.3f | %.3f | %s | %.0f | %.3f | %.3f | %s |\n' "$n" "$size" \
+					"${TPS[$p$n.new]}" "${MEAN[$p$n.new]}" "${P99[$p$n.new]}" "${CPU[$p$n.new]}" \
+					"${TPS[$p$n.replay]}" "${MEAN[$p$n.replay]}" "${P99[$p$n.replay]}" "${CPU[$p$n.replay]}" | tee -a "$REPORT"
 			else
-				say "| $n | $size | error | | | error | | |"
+				say "| $n | $size | error | | | | error | | | |"
 			fi
 		done
 	fi
