@@ -193,6 +193,20 @@ SELECT idem.unenforce_version('shifted');
 UPDATE shifted SET note = 'u' WHERE id = 1 RETURNING *;
 DROP TABLE shifted;
 
+-- Adding versions to an existing table: the column is added with a default
+-- (existing rows do not store it physically; PostgreSQL supplies the
+-- default when they are read), then enforced.
+CREATE TABLE legacy (id int PRIMARY KEY, body text);
+INSERT INTO legacy SELECT g, 'row ' || g FROM generate_series(1, 3) g;
+ALTER TABLE legacy ADD COLUMN version int NOT NULL DEFAULT 1;
+SELECT idem.enforce_version('legacy');
+UPDATE legacy SET body = 'edited', version = 1 WHERE id = 1 RETURNING *;
+UPDATE legacy SET body = 'edited', version = 5 WHERE id = 2;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE legacy SET body = 'edited', version = 2 WHERE id = 3 AND version = 1 RETURNING *;
+INSERT INTO legacy (id, body) VALUES (4, 'new') RETURNING *;
+DROP TABLE legacy;
+
 -- Odd names: schema, table and column names with capitals, spaces and
 -- quotes are quoted in the DDL and shown as they are in messages.
 CREATE SCHEMA "Odd Schema";
