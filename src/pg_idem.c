@@ -22,6 +22,7 @@
 #include "utils/guc.h"
 
 #include "compat.h"
+#include "outbox.h"
 #include "pg_idem.h"
 
 PG_MODULE_MAGIC;
@@ -86,6 +87,8 @@ _PG_init(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
+
+	idem_outbox_define_settings();
 
 	MarkGUCPrefixReserved("idem");
 }
