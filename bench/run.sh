@@ -19,7 +19,7 @@
 # Prints the report and writes it to bench/results/latest.md.
 #
 #   make bench                 full run (< 30 minutes)
-#   make bench BENCH_QUICK=1   quick check (< 3 minutes): fsync off only,
+#   make bench BENCH_QUICK=1   quick check (< 3 minutes): fsync off only, no reference rows,
 #                              2 short rounds, smaller drain, no 10M keys
 #
 # Knobs for development (environment): BENCH_ROUNDS, BENCH_DURATION (s),
@@ -55,7 +55,7 @@ if [ -n "$QUICK" ]; then
 	DUR=${BENCH_DURATION:-2}
 	PASSES=${BENCH_PASSES:-off}
 	SECTIONS=${BENCH_SECTIONS:-keys versions outbox drain scale}
-	DRAIN_EVENTS=${BENCH_DRAIN_EVENTS:-30000}
+	DRAIN_EVENTS=${BENCH_DRAIN_EVENTS:-20000}
 	DRAIN_ROUNDS=1
 	SIDE_ROUNDS=1
 	EXISTING_KEYS=20000
@@ -216,7 +216,7 @@ run_round() {
 # Median TPS over rounds; mean and p99 latency (ms) over all transactions.
 summarize() {
 	local id=$1
-	case "${STATUS[$id]:-}" in error | missing) return 0 ;; esac
+	case "${STATUS[$id]:-}" in error | missing | skipped) return 0 ;; esac
 	[ -s "$W/$id.tps" ] || { STATUS[$id]=error; return 0; }
 	TPS[$id]=$(sort -g "$W/$id.tps" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
 	read -r MEAN[$id] P99[$id] < <(sort -n "$W/$id.lat" |
@@ -242,6 +242,7 @@ run_group() {
 		id="$pass.${v%%=*}"
 		rm -f "$W/$id.tps" "$W/$id.lat" "$W/$id.cpu"
 		if [ "${v#*=}" = - ]; then STATUS[$id]=missing; fi
+		if [ "${v#*=}" = skip ]; then STATUS[$id]=skipped; fi
 	done
 	for ((r = 1; r <= ROUNDS; r++)); do
 		order=("${vars[@]}")
@@ -251,7 +252,7 @@ run_group() {
 		fi
 		for v in "${order[@]}"; do
 			id="$pass.${v%%=*}"; script=${v#*=}
-			[ "$script" != - ] && [ "${STATUS[$id]:-}" != error ] || continue
+			[ "$script" != - ] && [ "$script" != skip ] && [ "${STATUS[$id]:-}" != error ] || continue
 			run_round "$id" "$script" "$clients" "$mode" "${extra[@]}"
 		done
 	done
@@ -313,13 +314,15 @@ table_head() {
 # Sections.
 # ---------------------------------------------------------------------------
 pick() { if [ -n "$1" ]; then echo "$2"; else echo -; fi; }
+# Reference rows (not baselines) are left out of the quick check.
+ref() { if [ -n "$QUICK" ]; then echo skip; else echo "$1"; fi; }
 
 section_keys() {
 	local p=$1 mode=$2
 	local K; K=$HAS_KEYS
 	step "[$p] keys: reserve of a new key"
 	run_group "$p" "$mode" $CLIENTS "reserve_raw=reserve_raw.sql" \
-		"reserve_pk=reserve_raw_pk.sql" "reserve_idem=$(pick "$K" reserve_idem.sql)"
+		"reserve_pk=$(ref reserve_raw_pk.sql)" "reserve_idem=$(pick "$K" reserve_idem.sql)"
 	step "[$p] keys: reserve + business insert + complete, one transaction"
 	run_group "$p" "$mode" $CLIENTS "txn_sql=keys_sql.sql" "txn_plpgsql=keys_plpgsql.sql" \
 		"txn_idem=$(pick "$K" keys_idem.sql)" -- -D retry_pct=0 -D existing=$EXISTING_KEYS
@@ -370,7 +373,7 @@ report_versions() {
 section_outbox() {
 	local p=$1 mode=$2
 	step "[$p] outbox: emit one event"
-	run_group "$p" "$mode" $CLIENTS "emit_raw=emit_raw.sql" "emit_notify=emit_raw_notify.sql" \
+	run_group "$p" "$mode" $CLIENTS "emit_raw=emit_raw.sql" "emit_notify=$(ref emit_raw_notify.sql)" \
 		"emit_pgq=emit_pgq.sql" "emit_idem=$(pick "$HAS_OUTBOX" emit_idem.sql)"
 }
 
@@ -449,6 +452,7 @@ drain_cleanup_ms() {
 declare -A DRAIN_RATE DRAIN_CLEAN_RATE DRAIN_P99 DRAIN_NOTE
 section_drain() {
 	local p=$1 v r variants=(skiplocked delete_returning pgq idem)
+	[ -z "$QUICK" ] || variants=(skiplocked pgq idem)
 	local batches=$((DRAIN_EVENTS / 1000 + 2))
 	step "[$p] outbox: one consumer drains $DRAIN_EVENTS events, batches of 1000"
 	for v in "${variants[@]}"; do rm -f "$W/drain.$p.$v".*; done
@@ -664,7 +668,7 @@ fresh_db
 		WHERE name IN ('shared_buffers', 'synchronous_commit', 'wal_level', 'max_wal_size', 'checkpoint_timeout',
 		               'autovacuum', 'full_page_writes', 'wal_compression', 'jit')"), server on the same machine as pgbench, Unix socket"
 	echo "- pg_idem capabilities present: keys=${HAS_KEYS:+yes}${HAS_KEYS:-no}, versions=${HAS_VERSIONS:+yes}${HAS_VERSIONS:-no}, outbox=${HAS_OUTBOX:+yes}${HAS_OUTBOX:-no}, trim_outbox=${HAS_TRIM:+yes}${HAS_TRIM:-no}"
-	echo "- method: pgbench -M prepared, $CLIENTS clients, $THREADS threads ($HOT_CLIENTS clients for hot keys), $ROUNDS interleaved rounds of ${DUR}s per variant (A B C, C B A, ...); TPS = median over rounds; latency mean and p99 over every transaction (pgbench --log); server CPU µs/tx = CPU time of this cluster's processes (backends, reaped children, walwriter, autovacuum...) over all rounds / transactions, which other load on the machine barely affects; ratio = pg_idem median TPS / baseline median TPS, with the difference in server CPU per transaction"
+	echo "- method: pgbench -M prepared, $CLIENTS clients, $THREADS threads ($HOT_CLIENTS clients for hot keys), $ROUNDS interleaved rounds of ${DUR}s per variant (A B C, C B A, ...); TPS = median over rounds; latency mean and p99 over every transaction (pgbench --log); server CPU µs/tx = CPU time of this cluster's processes (backends, reaped children, walwriter, autovacuum...) over all rounds / transactions, less sensitive than TPS to other load on the machine (not immune: contention for cores and caches inflates it too); ratio = pg_idem median TPS / baseline median TPS, with the difference in server CPU per transaction"
 } | tee -a "$REPORT"
 
 # Profile mode: perf over the named workloads, then stop.
