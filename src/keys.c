@@ -283,20 +283,24 @@ static IdemPlan plan_forget = {
 };
 
 /*
- * Up to $2 expired keys ($1 now).  Rows locked by a running transaction are
- * skipped rather than waited for, so purge never queues behind a holder.
+ * Up to $2 expired keys ($1 now), found through the expires_at index and
+ * deleted by TID, so a batch costs the same however many keys have expired.
+ * Rows locked by a running transaction are skipped rather than waited for,
+ * so purge never queues behind a holder.  The rows are locked, and their
+ * expiry re-checked on their newest version, by the FOR UPDATE, so the
+ * DELETE need not check it again (which would make it scan the index).
  */
 static IdemPlan plan_purge = {
 	"DELETE FROM idem.keys AS k"
 	" WHERE k.ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 	"   SELECT e.ctid FROM idem.keys AS e"
 	"   WHERE e.expires_at OPERATOR(pg_catalog.<=) $1"
-	"   LIMIT $2 FOR UPDATE SKIP LOCKED))"
-	" AND k.expires_at OPERATOR(pg_catalog.<=) $1",
+	"   LIMIT $2 FOR UPDATE SKIP LOCKED))",
 	2, {TIMESTAMPTZOID, INT8OID}
 };
 
 /* arguments */
+static int	errdetail_null_arg(FunctionCallInfo fcinfo, const char *argname);
 static text *name_arg(FunctionCallInfo fcinfo, int argno, bool is_scope);
 static int64 token_arg(FunctionCallInfo fcinfo, int argno);
 static Interval *interval_arg(FunctionCallInfo fcinfo, int argno,
@@ -353,6 +357,14 @@ static void raise_not_held(text *scope, text *key, int64 token,
 						   const KeyRow *row, TimestampTz now);
 
 
+/* The DETAIL of a NULL-argument error: which argument of which function */
+static int
+errdetail_null_arg(FunctionCallInfo fcinfo, const char *argname)
+{
+	return errdetail("Argument %s of idem.%s() is NULL.", argname,
+					 get_func_name(fcinfo->flinfo->fn_oid));
+}
+
 /*
  * Fetch a key or scope argument, enforcing SPEC.md's input rules: NULL is
  * 22004, longer than 255 bytes is 22001, and an empty key is 22023 (an
@@ -370,6 +382,7 @@ name_arg(FunctionCallInfo fcinfo, int argno, bool is_scope)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("idempotency %s must not be null", what),
+				 errdetail_null_arg(fcinfo, what),
 				 is_scope ? errhint("The default scope is the empty string.") : 0));
 
 	t = PG_GETARG_TEXT_PP(argno);
@@ -397,6 +410,7 @@ token_arg(FunctionCallInfo fcinfo, int argno)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("idempotency token must not be null"),
+				 errdetail_null_arg(fcinfo, "token"),
 				 errhint("Pass the token that idem.reserve() returned with outcome acquired.")));
 	return PG_GETARG_INT64(argno);
 }
@@ -805,7 +819,6 @@ key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change)
 			if (IsolationUsesXactSnapshot())
 			{
 				Snapshot	snap = GetTransactionSnapshot();
-
 				TupleTableSlot *found = keys_lockslot(kr);
 
 				if (!table_tuple_fetch_row_version(kr->rel, &conflict_tid,
@@ -819,7 +832,6 @@ key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change)
 					xmin = DatumGetTransactionId(slot_getsysattr(found,
 																 MinTransactionIdAttributeNumber,
 																 &xmin_isnull));
-
 					if (!TransactionIdIsCurrentTransactionId(xmin))
 						ereport(ERROR,
 								(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -978,6 +990,13 @@ key_update(KeysRel *kr, KeyRow *row, KeyChange *change)
 	}
 }
 
+/* The ttl of the reservation that holds or held a key */
+static inline Interval *
+key_ttl(const KeyRow *row)
+{
+	return DatumGetIntervalP(row->values[keys_catalog.col[KC_TTL]]);
+}
+
 /* complete, release, checkpoint: the current token, in progress, not expired */
 static bool
 check_held(KeyChange *change, const KeyRow *row)
@@ -1079,8 +1098,8 @@ build_complete(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull
 	isnull[col[KC_RECOVERY_POINT]] = true;
 	isnull[col[KC_CHECKPOINT]] = true;
 	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
-	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
-													 add_interval(change->now, DatumGetIntervalP(row->values[col[KC_TTL]])));
+	values[col[KC_EXPIRES_AT]] =
+		TimestampTzGetDatum(add_interval(change->now, key_ttl(row)));
 }
 
 /*
@@ -1095,8 +1114,8 @@ build_release(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 	values[col[KC_STATE]] = ObjectIdGetDatum(keys_catalog.state_oids[KEY_RELEASED]);
 	isnull[col[KC_LOCKED_UNTIL]] = true;
 	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
-	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
-													 add_interval(change->now, DatumGetIntervalP(row->values[col[KC_TTL]])));
+	values[col[KC_EXPIRES_AT]] =
+		TimestampTzGetDatum(add_interval(change->now, key_ttl(row)));
 }
 
 /* Checkpoint: record the recovery point and state, and renew the lease. */
@@ -1112,8 +1131,8 @@ build_checkpoint(KeyChange *change, const KeyRow *row, Datum *values, bool *isnu
 	isnull[col[KC_CHECKPOINT]] = change->checkpoint_null;
 	values[col[KC_LOCKED_UNTIL]] = TimestampTzGetDatum(change->new_locked_until);
 	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
-	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
-													 add_interval(change->new_locked_until, DatumGetIntervalP(row->values[col[KC_TTL]])));
+	values[col[KC_EXPIRES_AT]] =
+		TimestampTzGetDatum(add_interval(change->new_locked_until, key_ttl(row)));
 }
 
 
@@ -1449,6 +1468,7 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("recovery point must not be null"),
+				 errdetail_null_arg(fcinfo, "recovery_point"),
 				 errhint("Pass a label for the step the work has reached, such as 'card_charged'.")));
 	change.recovery_point = PG_GETARG_DATUM(2);
 	change.checkpoint_null = PG_ARGISNULL(3);
@@ -1539,6 +1559,7 @@ idem_purge(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("max_rows must not be null")));
+				 errmsg("max_rows must not be null"),
+				 errdetail_null_arg(fcinfo, "max_rows")));
 	PG_RETURN_INT64(idem_keys_purge(PG_GETARG_INT32(0)));
 }
