@@ -190,6 +190,7 @@ run_round() {
 	rm -rf "$logdir"; mkdir -p "$logdir"; chmod 777 "$logdir"
 	local out="$W/$id.out" rc=0 t0 t1
 	t0=$(server_ticks)
+	cut -d' ' -f1 /proc/loadavg >>"$W/load.samples"
 	pgbench -n -M "$mode" -c "$clients" -j "$THREADS" -T "$DUR" \
 		--log --log-prefix="$logdir/tx" -f "$WL/$script" "$@" >"$out" 2>&1 || rc=$?
 	sleep 0.2	# let the backends exit and be reaped
@@ -260,11 +261,27 @@ run_group() {
 	sql1 "CHECKPOINT"
 }
 
-# "1.04x" or "" when either side is missing.
+# Median of a column of numbers.
+median() { sort -g | awk '{a[NR]=$1} END {if (NR) print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# Paired ratio of two variants of one group: the median over rounds of
+# (a's TPS / b's TPS in the same round).  The two ran next to each other
+# in every round, so slow drifts of the machine (other load, autovacuum,
+# table growth) cancel out better than in the ratio of the two medians.
+# "1.04x", or "" when either side is missing.
 ratio() {
 	local a=$1 b=$2
 	[ "${STATUS[$a]:-}" = ok ] && [ "${STATUS[$b]:-}" = ok ] || return 0
-	awk -v a="${TPS[$a]}" -v b="${TPS[$b]}" 'BEGIN {printf "%.2fx", a/b}'
+	paste "$W/$a.tps" "$W/$b.tps" | awk 'NF == 2 && $2 > 0 {print $1 / $2}' | median |
+		awk '{printf "%.2fx", $1}'
+}
+
+# The same pairing for the server CPU per transaction: "+6%".
+cpu_delta() {
+	local a=$1 b=$2
+	paste "$W/$a.cpu" "$W/$b.cpu" |
+		awk 'NF == 4 && $2 > 0 && $4 > 0 && $3 > 0 {print ($1 / $2) / ($3 / $4)}' | median |
+		awk '{printf "%+.0f%%", ($1 - 1) * 100}'
 }
 
 # Table row: | label | TPS | mean | p99 | comparison |
@@ -286,10 +303,11 @@ row() {
 			else
 				verdict=" (target ≥ ${target}: **missed**)"
 			fi
-			printf '%s\t%s\t%s\t%s\t%s\n' "${id%%.*}" "$label" "$name" "$r" "$target" >>"$TARGETS"
+			[ "${id%%.*}" = simple ] ||
+				printf '%s\t%s\t%s\t%s\t%s\n' "${id%%.*}" "$label" "$name" "$r" "$target" >>"$TARGETS"
 		fi
 		local cpud
-		cpud=$(awk -v a="${CPU[$id]}" -v b="${CPU[$b]}" 'BEGIN {if (b > 0) printf "%+.0f%%", (a / b - 1) * 100}')
+		cpud=$(cpu_delta "$id" "$b")
 		cmp+="${cmp:+; }$r $name${cpud:+ (CPU/tx $cpud)}$verdict"
 	done
 	case "${STATUS[$id]:-}" in
@@ -513,7 +531,9 @@ drain_row() {
 		return 0
 	fi
 	if [ "$v" != skiplocked ] && [ -n "${DRAIN_RATE[$p.skiplocked]:-}" ]; then
-		r=$(awk -v a="$rate" -v b="${DRAIN_RATE[$p.skiplocked]}" 'BEGIN {printf "%.2fx", a/b}')
+		# paired by round, like ratio()
+		r=$(paste "$W/drain.$p.$v.ms" "$W/drain.$p.skiplocked.ms" |
+			awk '$1 > 0 {print $3 / $1}' | median | awk '{printf "%.2fx", $1}')
 		cmp="$r SKIP LOCKED loop"
 		if [ -n "$target" ]; then
 			if awk -v r="${r%x}" -v t="$target" 'BEGIN {exit !(r + 0.0005 >= t)}'; then
@@ -652,6 +672,7 @@ section_scale() {
 # Main.
 # ---------------------------------------------------------------------------
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+yn() { if [ -n "$1" ]; then echo yes; else echo no; fi; }
 set_fsync() {
 	psqlq -d postgres -c "ALTER SYSTEM SET fsync = $1" -c "SELECT pg_reload_conf()" >/dev/null
 }
@@ -667,8 +688,8 @@ fresh_db
 	echo "- settings: $(sql1 "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
 		WHERE name IN ('shared_buffers', 'synchronous_commit', 'wal_level', 'max_wal_size', 'checkpoint_timeout',
 		               'autovacuum', 'full_page_writes', 'wal_compression', 'jit')"), server on the same machine as pgbench, Unix socket"
-	echo "- pg_idem capabilities present: keys=${HAS_KEYS:+yes}${HAS_KEYS:-no}, versions=${HAS_VERSIONS:+yes}${HAS_VERSIONS:-no}, outbox=${HAS_OUTBOX:+yes}${HAS_OUTBOX:-no}, trim_outbox=${HAS_TRIM:+yes}${HAS_TRIM:-no}"
-	echo "- method: pgbench -M prepared, $CLIENTS clients, $THREADS threads ($HOT_CLIENTS clients for hot keys), $ROUNDS interleaved rounds of ${DUR}s per variant (A B C, C B A, ...); TPS = median over rounds; latency mean and p99 over every transaction (pgbench --log); server CPU µs/tx = CPU time of this cluster's processes (backends, reaped children, walwriter, autovacuum...) over all rounds / transactions, less sensitive than TPS to other load on the machine (not immune: contention for cores and caches inflates it too); ratio = pg_idem median TPS / baseline median TPS, with the difference in server CPU per transaction"
+	echo "- pg_idem capabilities present: keys=$(yn "$HAS_KEYS"), versions=$(yn "$HAS_VERSIONS"), outbox=$(yn "$HAS_OUTBOX"), trim_outbox=$(yn "$HAS_TRIM")"
+	echo "- method: pgbench -M prepared, $CLIENTS clients, $THREADS threads ($HOT_CLIENTS clients for hot keys), $ROUNDS interleaved rounds of ${DUR}s per variant (A B C, C B A, ...); TPS = median over rounds; latency mean and p99 over every transaction (pgbench --log); server CPU µs/tx = CPU time of this cluster's processes (backends, reaped children, walwriter, autovacuum...) over all rounds / transactions, less sensitive than TPS to other load on the machine (not immune: contention for cores and caches inflates it too); ratio = median over rounds of pg_idem TPS / baseline TPS in the same round (paired, so drift cancels), with the difference in server CPU per transaction paired the same way"
 } | tee -a "$REPORT"
 
 # Profile mode: perf over the named workloads, then stop.
@@ -755,7 +776,7 @@ fi
 # Every ratio that has a target, in one place.
 if [ -s "$TARGETS" ]; then
 	say ""
-	say "## Targets (issues 3, 4, 5)"
+	say "## Targets (issues 3, 4, 5; -M prepared)"
 	say ""
 	say "| pass | pg_idem workload | baseline | ratio | target | |"
 	say "|---|---|---|---:|---:|---|"
@@ -766,7 +787,7 @@ if [ -s "$TARGETS" ]; then
 fi
 
 say ""
-say "Total run time: $(( $(date +%s) - T0 )) s; load average at end $(cut -d' ' -f1-3 /proc/loadavg)."
+say "Total run time: $(( $(date +%s) - T0 )) s; load average at end $(cut -d' ' -f1-3 /proc/loadavg); mean 1-minute load average at the start of the rounds $(cat "$W/load.samples" 2>/dev/null | awk '{s += $1} END {if (NR) printf "%.1f", s / NR; else printf "n/a"}') (this machine has $(nproc) cores: above that, other processes competed with the benchmark)."
 cp "$REPORT" "$RESULTS_DIR/latest.md"
 cp "$REPORT" "$RESULTS_DIR/$(date -u +%Y%m%dT%H%M%SZ)${QUICK:+-quick}.md"
 echo ""
