@@ -37,4 +37,19 @@
 #include "common/sha2.h"
 #endif
 
+/*
+ * Ownership checks: 16 replaced pg_class_ownercheck() and its siblings with
+ * object_ownercheck().
+ */
+#if PG_VERSION_NUM >= 160000
+#include "catalog/pg_class.h"
+#include "utils/acl.h"
+#define idem_relation_ownercheck(relid, roleid) \
+	object_ownercheck(RelationRelationId, (relid), (roleid))
+#else
+#include "utils/acl.h"
+#define idem_relation_ownercheck(relid, roleid) \
+	pg_class_ownercheck((relid), (roleid))
+#endif
+
 #endif							/* IDEM_COMPAT_H */

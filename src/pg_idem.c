@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * pg_idem.c
- *	  Library entry point: the idem.* settings.
+ *	  Library entry point: the idem.* settings and the maintenance worker's
+ *	  registration.
  *
  * pg_idem keeps retried requests from acting twice (idempotency keys, see
  * keys.c), stale writes from overwriting newer ones (version_guard.c) and
@@ -19,9 +20,11 @@
 #include <limits.h>
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "compat.h"
+#include "maintenance.h"
 #include "pg_idem.h"
 
 PG_MODULE_MAGIC;
@@ -34,10 +37,19 @@ char	   *idem_maintenance_database = NULL;
 
 void		_PG_init(void);
 
+static bool check_maintenance_database(char **newval, void **extra,
+									   GucSource source);
+
 /*
- * Define the settings.  Durations carry units so that users can write
- * '30s' or '2h'; every bound is positive where SPEC.md says "must be
- * positive".
+ * Define the settings and, when the library is preloaded, register the
+ * maintenance worker.  Durations carry units so that users can write '30s'
+ * or '2h'; every bound is positive where SPEC.md says "must be positive".
+ *
+ * Contexts: ttl and lease are per-call defaults any session may change;
+ * outbox_retention decides which events maintenance deletes, so only a
+ * superuser (or postgresql.conf, ALTER DATABASE/ROLE by a superuser) may
+ * change it; the worker reads maintenance_interval on SIGHUP, and connects
+ * to maintenance_database once, at server start.
  */
 void
 _PG_init(void)
@@ -85,7 +97,30 @@ _PG_init(void)
 							   "postgres",
 							   PGC_POSTMASTER,
 							   0,
-							   NULL, NULL, NULL);
+							   check_maintenance_database, NULL, NULL);
 
 	MarkGUCPrefixReserved("idem");
+
+	/*
+	 * A background worker can only be registered by a library loaded at
+	 * server start.  Without preload, the settings above still exist and
+	 * idem.maintain() is called by pg_cron or any other scheduler.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		idem_maintenance_register();
+}
+
+/*
+ * Refuse an empty idem.maintenance_database: the worker would fail to
+ * connect to a database named "" at every start.
+ */
+static bool
+check_maintenance_database(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+	{
+		GUC_check_errdetail("idem.maintenance_database must name a database.");
+		return false;
+	}
+	return true;
 }

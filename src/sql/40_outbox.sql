@@ -1,0 +1,169 @@
+
+-- 40_outbox.sql: the transactional outbox (SPEC.md section 3)
+--
+-- An event is a row of idem.outbox written by idem.emit() in the caller's
+-- transaction, so it exists if and only if that transaction commits.  Each
+-- event records its writing transaction (xid, the top-level xid8).  Consumers
+-- (idem.consumers) read events by transaction visibility, the way PgQ does:
+-- a consumer remembers the snapshot up to which it has finished
+-- (`snapshot`); its next window is (snapshot, a newer snapshot), i.e. the
+-- events whose transaction is visible in the newer snapshot and was not
+-- visible in the older one.  A transaction that commits late is therefore
+-- never skipped, whatever its event ids.  A window larger than max_events is
+-- walked in (xid, id) order with a cursor across successive batches.  See
+-- src/outbox.c for the algorithm and README.md for the guarantees.
+
+CREATE TABLE idem.outbox (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    topic       text NOT NULL,
+    key         text,
+    payload     jsonb NOT NULL,
+    headers     jsonb,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    xid         xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
+);
+
+-- Windows are walked in (xid, id) order, and trimming scans from the oldest
+-- xid: both are range scans of this index, never of the whole table.
+CREATE INDEX outbox_xid_id_idx ON idem.outbox (xid, id);
+
+COMMENT ON TABLE idem.outbox IS
+'Events written by idem.emit(), each with its writing transaction; read through idem.next_batch()';
+COMMENT ON COLUMN idem.outbox.xid IS
+'Top-level transaction that wrote the event: delivery follows its commit visibility, never the id order';
+
+CREATE TABLE idem.consumers (
+    name              text PRIMARY KEY,
+    topics            text[],                -- NULL: every topic
+    -- Every event whose xid is visible in this snapshot is finished (or was
+    -- emitted before the consumer subscribed).
+    snapshot          pg_snapshot NOT NULL,
+    -- The window (snapshot, window_snapshot) being walked, NULL between
+    -- windows.  Its events up to (window_done_xid, window_done_id), in
+    -- (xid, id) order, are finished; NULL: none yet.
+    window_snapshot   pg_snapshot,
+    window_done_xid   xid8,
+    window_done_id    bigint,
+    -- The open batch: the window's events after the done position up to
+    -- (batch_xid, batch_last_id), filtered by batch_topics.  NULL when none.
+    batch_id          bigint,
+    batch_xid         xid8,
+    batch_last_id     bigint,
+    batch_topics      text[],
+    batch_ends_window boolean,
+    batch_events      integer,               -- size of the open or last batch
+    batch_opened_at   timestamptz,
+    subscribed_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    finished_at       timestamptz,           -- last finish_batch()
+    CHECK ((batch_id IS NULL) = (batch_xid IS NULL)),
+    CHECK (batch_id IS NULL OR window_snapshot IS NOT NULL)
+);
+
+COMMENT ON TABLE idem.consumers IS
+'Outbox consumers: topic filter, finished snapshot, window cursor and open batch; written only by the outbox functions';
+
+-- Batch ids are unique across consumers and incarnations of a consumer, so a
+-- stale relay can never finish somebody else's batch.
+CREATE SEQUENCE idem.outbox_batch_seq AS bigint;
+
+-- pg_dump keeps the events, the consumers' positions and both counters.
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.consumers', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox_batch_seq', '');
+
+REVOKE ALL ON TABLE idem.outbox FROM PUBLIC;
+REVOKE ALL ON SEQUENCE idem.outbox_id_seq FROM PUBLIC;
+REVOKE ALL ON TABLE idem.consumers FROM PUBLIC;
+REVOKE ALL ON SEQUENCE idem.outbox_batch_seq FROM PUBLIC;
+
+CREATE FUNCTION idem.emit(topic text, payload jsonb, key text DEFAULT NULL,
+                          headers jsonb DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'idem_emit'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION idem.emit(text, jsonb, text, jsonb) IS
+'Write an event in the current transaction and notify channel idem_outbox on commit; returns the event id';
+
+CREATE FUNCTION idem.subscribe(consumer text, topics text[] DEFAULT NULL,
+                               from_start boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'idem_subscribe'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION idem.subscribe(text, text[], boolean) IS
+'Create a consumer of the given topics (all when NULL) from now or from the oldest retained event, or change an existing consumer''s topics';
+
+CREATE FUNCTION idem.unsubscribe(consumer text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idem_unsubscribe'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION idem.unsubscribe(text) IS
+'Drop a consumer and its position; returns whether it existed';
+
+CREATE FUNCTION idem.next_batch(consumer text, max_events integer DEFAULT 1000)
+RETURNS TABLE (batch_id bigint, id bigint, topic text, key text, payload jsonb,
+               headers jsonb, created_at timestamptz)
+AS 'MODULE_PATHNAME', 'idem_next_batch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 1000
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION idem.next_batch(text, integer) IS
+'Return the consumer''s open batch again, or open a new one of at most max_events committed events in commit-visibility order';
+
+CREATE FUNCTION idem.finish_batch(consumer text, batch_id bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'idem_finish_batch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION idem.finish_batch(text, bigint) IS
+'Close the consumer''s open batch so that its events are never returned again; returns how many events it held';
+
+CREATE FUNCTION idem.trim_outbox(max_rows integer DEFAULT 10000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'idem_trim_outbox'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION idem.trim_outbox(integer) IS
+'Delete up to max_rows events every consumer has finished (with no consumer, older than idem.outbox_retention); idem.maintain() does this';
+
+REVOKE ALL ON FUNCTION idem.emit(text, jsonb, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION idem.subscribe(text, text[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION idem.unsubscribe(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION idem.next_batch(text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION idem.finish_batch(text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION idem.trim_outbox(integer) FROM PUBLIC;
+
+-- Per consumer: the committed events of its topics it has not finished yet
+-- (the open batch counts as pending) and how long the oldest has waited.
+CREATE VIEW idem.consumer_lag AS
+SELECT c.name AS consumer,
+       c.topics,
+       p.pending,
+       pg_catalog.now() OPERATOR(pg_catalog.-) p.oldest AS oldest_pending_age,
+       c.batch_id AS open_batch_id,
+       c.finished_at AS last_finished_at
+  FROM idem.consumers c
+ CROSS JOIN LATERAL (
+       SELECT pg_catalog.count(*) AS pending,
+              pg_catalog.min(o.created_at) AS oldest
+         FROM idem.outbox o
+        WHERE o.xid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin(c.snapshot)
+          AND NOT pg_catalog.pg_visible_in_snapshot(o.xid, c.snapshot)
+          AND (c.topics IS NULL OR o.topic OPERATOR(pg_catalog.=) ANY (c.topics))
+          AND NOT COALESCE(c.window_snapshot IS NOT NULL
+                           AND pg_catalog.pg_visible_in_snapshot(o.xid, c.window_snapshot)
+                           AND ROW(o.xid, o.id) OPERATOR(pg_catalog.<=)
+                               ROW(c.window_done_xid, c.window_done_id), false)) p;
+
+COMMENT ON VIEW idem.consumer_lag IS
+'Per consumer: committed events not finished yet and the age of the oldest of them';
+
+REVOKE ALL ON TABLE idem.consumer_lag FROM PUBLIC;
