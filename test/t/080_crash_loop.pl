@@ -52,6 +52,8 @@ my $logstart = 0;
 #   R <batch_id> <id>:<key> ...   a batch as next_batch returned it
 #   F <batch_id>                  finish_batch returned successfully
 #   E <batch_id> <error>          finish_batch failed (the crash hit it)
+#   D <batch_id>                  the relay "crashed" itself before finishing
+#                                 (one batch in ten): it must get it again
 # On a stop file it drains the outbox and exits.
 # ----------------------------------------------------------------------
 my $journal = $node->basedir . '/relay.journal';
@@ -108,6 +110,11 @@ sub relay_main
 		$empty = 0;
 		my $batch = $rows[0][0];
 		print $j "R $batch " . join(' ', map { "$_->[1]:$_->[2]" } @rows) . "\n";
+		if (!$draining && rand() < 0.1)
+		{
+			print $j "D $batch\n";
+			next;
+		}
 		($ok, $out, $err) = relay_psql("SELECT idem.finish_batch('relay', $batch)");
 		if ($ok)
 		{
@@ -257,7 +264,8 @@ phase('keys checked');
 # The relay's journal.
 # ----------------------------------------------------------------------
 my (%batch_ids, %reads, %acked, %read_after_ack, @order, %errors);
-my $reread_mismatch = 0;
+my ($open, %attempted);
+my ($reread_mismatch, $abandoned, $dropped) = (0, 0, 0);
 my $unsorted = 0;
 open(my $jh, '<', $journal) or die "$journal: $!";
 while (my $line = <$jh>)
@@ -269,6 +277,10 @@ while (my $line = <$jh>)
 		my @ids = map { (split /:/)[0] } split / /, $list;
 		$unsorted++ if join(',', @ids) ne join(',', sort { $a <=> $b } @ids);
 		$read_after_ack{$bid}++ if $acked{$bid};
+		# A new batch while one is open: the open one must have been closed
+		# by a finish_batch whose answer the crash swallowed.
+		$abandoned++ if defined $open && $open ne $bid && !$attempted{$open};
+		$open = $bid;
 		if (exists $batch_ids{$bid})
 		{
 			$reread_mismatch++ if $batch_ids{$bid} ne join(',', @ids);
@@ -280,12 +292,14 @@ while (my $line = <$jh>)
 		}
 		$reads{$bid}++;
 	}
-	elsif ($line =~ /^F (\d+)/) { $acked{$1} = 1; }
-	elsif ($line =~ /^E (\d+) (.*)$/) { $errors{$1} = $2; }
+	elsif ($line =~ /^F (\d+)/) { $acked{$1} = $attempted{$1} = 1; undef $open; }
+	elsif ($line =~ /^E (\d+) (.*)$/) { $errors{$1} = $2; $attempted{$1} = 1; }
+	elsif ($line =~ /^D (\d+)/) { $dropped++; }
 }
 close($jh);
 
 is($reread_mismatch, 0, 'an open batch read again holds the same events');
+is($abandoned, 0, 'a batch the relay never finished is returned again (never skipped)');
 is($unsorted, 0, 'within a batch events come in id order');
 is(scalar(keys %read_after_ack), 0, 'a finished batch is never returned again');
 
@@ -342,11 +356,11 @@ my @sorted_rt = sort { $a <=> $b } @restart_times;
 diag(sprintf(
 		'crash loop: %d crashes (restart %.1f-%.1f s), %d requests completed by pgbench '
 		  . '(%d clients cut off by crashes), outcomes about: %s; %d payments over %d keys; '
-		  . '%d events, %d batches, %d batches re-read after a crash, %d finished without '
-		  . 'the relay hearing back; %d holders fenced off (ID002); seed %d',
+		  . '%d events, %d batches, %d re-reads (%d after the relay dropped a batch), %d finished '
+		  . 'without the relay hearing back; %d holders fenced off (ID002); seed %d',
 		$total{crashes}, $sorted_rt[0] // 0, $sorted_rt[-1] // 0, $total{requests},
 		$total{aborted}, $counters, $npay, $keys, $nevents, scalar(@order),
-		$redelivered, $unacked, $fenced, $seed));
+		$redelivered, $dropped, $unacked, $fenced, $seed));
 cmp_ok($total{crashes}, '>=', $rounds, "the server was crashed $rounds times");
 
 $node->stop;
