@@ -245,7 +245,7 @@ idem_version_guard(PG_FUNCTION_ARGS)
 					   (long long) assigned, (long long) stored),
 			 errhint("Re-read the row and retry the update with its current version."),
 			 errtablecol(trigdata->tg_relation, cache->attnum)));
-	pg_unreachable();
+	PG_RETURN_NULL();			/* keep compiler quiet */
 }
 
 /*
@@ -365,13 +365,13 @@ version_guard_next(TriggerData *trigdata, VersionGuardCache *cache, int64 stored
 
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("version of a row in table \"%s\" is out of range for type %s",
+				 errmsg("next version of a row in table \"%s\" is out of range for type %s",
 						RelationGetRelationName(rel),
 						cache->is_int8 ? "bigint" : "integer"),
-				 errdetail("Column \"%s\" is at %lld, the largest value of its type, and cannot be incremented.",
+				 errdetail("Column \"%s\" is at %lld, the largest value of its type.",
 						   colname, (long long) stored),
 				 cache->is_int8 ? 0 :
-				 errhint("Change the column's type to bigint, then call idem.enforce_version() again."),
+				 errhint("Change the type of column \"%s\" to bigint.", colname),
 				 errtablecol(rel, cache->attnum)));
 	}
 	return stored + 1;
