@@ -122,7 +122,7 @@ typedef struct OutboxScan
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	OutboxAttrs att;
-	ScanKeyData keys[2];
+	ScanKeyData keys[3];
 } OutboxScan;
 
 /* A topic filter: NULL (every topic) or a list of names. */
@@ -251,7 +251,8 @@ static OutboxSnapshot *snapshot_empty_at(FullTransactionId xid);
 static bool pos_less(OutboxPos a, OutboxPos b);
 static OutboxPos window_end(const OutboxSnapshot *window);
 static void scan_begin(OutboxScan *s);
-static void scan_range(OutboxScan *s, FullTransactionId lo, FullTransactionId hi);
+static void scan_range(OutboxScan *s, FullTransactionId lo, FullTransactionId hi,
+					   bool has_after, int64 after_id);
 static bool scan_next(OutboxScan *s, OutboxPos *pos);
 static bool scan_fetch(OutboxScan *s);
 static void scan_end(OutboxScan *s);
@@ -260,6 +261,10 @@ static bool topic_matches(const TopicFilter *tf, Datum topic);
 static int64 collect(OutboxScan *s, OutboxPos from, OutboxPos to,
 					 const OutboxSnapshot *window, const TopicFilter *tf,
 					 int64 limit, OutboxRow **rows, int64 n, int64 *cap);
+static int64 walk(OutboxScan *s, OutboxPos from, FullTransactionId hi,
+				  OutboxPos to, const OutboxSnapshot *window,
+				  const TopicFilter *tf, int64 limit, OutboxRow **rows,
+				  int64 n, int64 *cap);
 static int64 fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
 						  const OutboxSnapshot *window, OutboxPos from,
 						  OutboxPos to, const TopicFilter *tf, int64 limit,
@@ -511,19 +516,32 @@ scan_begin(OutboxScan *s)
 
 	s->snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	s->slot = table_slot_create(s->heap, NULL);
-	s->scan = index_beginscan(s->heap, s->index, s->snapshot, 2, 0);
+	s->scan = index_beginscan(s->heap, s->index, s->snapshot, 3, 0);
 	s->scan->xs_want_itup = true;
 }
 
-/* (Re)start the walk at the entries with lo <= xid <= hi, in (xid, id) order. */
+/*
+ * (Re)start the walk at the entries with lo <= xid <= hi and, when
+ * after_id is given, id > after_id, in (xid, id) order.  The id key makes
+ * the btree start inside a transaction's group of entries instead of at its
+ * beginning: one transaction that wrote 200k events must not be re-walked
+ * from its first event by every batch.
+ */
 static void
-scan_range(OutboxScan *s, FullTransactionId lo, FullTransactionId hi)
+scan_range(OutboxScan *s, FullTransactionId lo, FullTransactionId hi,
+		   bool has_after, int64 after_id)
 {
 	ScanKeyInit(&s->keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE,
 				FullTransactionIdGetDatum(lo));
 	ScanKeyInit(&s->keys[1], 1, BTLessEqualStrategyNumber, F_XID8LE,
 				FullTransactionIdGetDatum(hi));
-	index_rescan(s->scan, s->keys, 2, NULL, 0);
+	if (has_after)
+		ScanKeyInit(&s->keys[2], 2, BTGreaterStrategyNumber, F_INT8GT,
+					Int64GetDatum(after_id));
+	else
+		ScanKeyInit(&s->keys[2], 2, BTGreaterEqualStrategyNumber, F_INT8GE,
+					Int64GetDatum(PG_INT64_MIN));
+	index_rescan(s->scan, s->keys, 3, NULL, 0);
 }
 
 /* The next index entry's (xid, id), without visiting the heap. */
@@ -646,6 +664,32 @@ collect(OutboxScan *s, OutboxPos from, OutboxPos to,
 }
 
 /*
+ * Collect the events after `from` whose xid is at most hi (and that are not
+ * after `to`; see collect()).  Positioned in two steps when `from` is inside
+ * a transaction's group: the rest of that group, then the following xids.
+ * An id of PG_INT64_MIN in `from` stands for "the whole group".
+ */
+static int64
+walk(OutboxScan *s, OutboxPos from, FullTransactionId hi, OutboxPos to,
+	 const OutboxSnapshot *window, const TopicFilter *tf, int64 limit,
+	 OutboxRow **rows, int64 n, int64 *cap)
+{
+	if (n >= limit || FullTransactionIdFollows(from.xid, hi))
+		return n;
+	if (from.id != PG_INT64_MIN)
+	{
+		scan_range(s, from.xid, from.xid, true, from.id);
+		n = collect(s, from, to, window, tf, limit, rows, n, cap);
+		if (n >= limit || !FullTransactionIdPrecedes(from.xid, hi))
+			return n;
+		from.xid = FullTransactionIdFromU64(U64FromFullTransactionId(from.xid) + 1);
+		from.id = PG_INT64_MIN;
+	}
+	scan_range(s, from.xid, hi, false, 0);
+	return collect(s, from, to, window, tf, limit, rows, n, cap);
+}
+
+/*
  * Fetch, in (xid, id) order, up to limit events of the window (prev, window)
  * after `from` and not after `to`, among the filter's topics.
  *
@@ -654,8 +698,8 @@ collect(OutboxScan *s, OutboxPos from, OutboxPos to,
  * the "revived" transactions, running at prev and finished at window,
  * probed one xid at a time; then the range [prev.xmax, window.xmax),
  * filtered by visibility in the window's snapshot.  Events visible in prev
- * (finished) and events not yet visible in window are never read from the
- * heap, and mostly not even from the index.
+ * (finished) are never read, and events of the range not yet visible in
+ * window are skipped on their index entry, without visiting the heap.
  */
 static int64
 fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
@@ -674,26 +718,24 @@ fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
 	{
 		for (uint32 i = 0; i < prev->nxip && n < limit; i++)
 		{
-			FullTransactionId x = prev->xip[i];
+			OutboxPos	start;
 
-			if (FullTransactionIdPrecedes(x, from.xid))
+			start.xid = prev->xip[i];
+			start.id = PG_INT64_MIN;
+			if (FullTransactionIdPrecedes(start.xid, from.xid))
 				continue;
-			if (FullTransactionIdFollows(x, to.xid))
+			if (FullTransactionIdFollows(start.xid, to.xid))
 				break;
-			if (!snapshot_sees(window, x))
+			if (!snapshot_sees(window, start.xid))
 				continue;
-			scan_range(s, x, x);
-			n = collect(s, from, to, NULL, tf, limit, rows, n, &cap);
+			if (FullTransactionIdEquals(start.xid, from.xid))
+				start = from;
+			n = walk(s, start, start.xid, to, NULL, tf, limit, rows, n, &cap);
 		}
 		from = range_start;
 	}
 
-	if (n < limit && !pos_less(to, from))
-	{
-		scan_range(s, from.xid, to.xid);
-		n = collect(s, from, to, window, tf, limit, rows, n, &cap);
-	}
-	return n;
+	return walk(s, from, to.xid, to, window, tf, limit, rows, n, &cap);
 }
 
 /*
@@ -1226,7 +1268,7 @@ idem_outbox_trim(int32 max_rows)
 		int			looked = 0;
 
 		scan_range(&scan, FullTransactionIdFromU64(0),
-				   FullTransactionIdFromU64(PG_UINT64_MAX));
+				   FullTransactionIdFromU64(PG_UINT64_MAX), false, 0);
 		while (looked < max_rows && scan_next(&scan, &pos))
 		{
 			bool		isnull;
@@ -1250,7 +1292,8 @@ idem_outbox_trim(int32 max_rows)
 				limit = snaps[i]->xmax;
 
 		scan_range(&scan, FullTransactionIdFromU64(0),
-				   FullTransactionIdFromU64(U64FromFullTransactionId(limit) - 1));
+				   FullTransactionIdFromU64(U64FromFullTransactionId(limit) - 1),
+				   false, 0);
 		while (nids < max_rows && scan_next(&scan, &pos))
 		{
 			bool		finished = true;
