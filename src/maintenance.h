@@ -21,7 +21,7 @@
  * caller's transaction: the cap keeps that transaction short.  The worker
  * commits after every batch and is bounded by IDEM_WORKER_MAX_BATCHES.
  */
-#define IDEM_MAINTAIN_MAX_BATCHES	10
+#define IDEM_MAINTAIN_MAX_BATCHES	100
 #define IDEM_WORKER_MAX_BATCHES		1000
 
 /* Register the maintenance worker; only from _PG_init during preload. */
