@@ -4,36 +4,44 @@
  *	  Idempotency keys: reserve, complete, release, checkpoint, forget and
  *	  purge (SPEC.md section 1).
  *
- * A key is one row of idem.keys, identified by (scope, key).  reserve()
- * first tries to insert it with INSERT ... ON CONFLICT DO NOTHING.  That
- * statement is what makes atomic mode work: when another transaction has
- * inserted (or is changing) the same key and has not committed yet, the
- * insert waits for it, and then either inserts (the other one rolled back)
- * or sees the committed row.  There is never a check followed by an insert.
+ * A key is one row of idem.keys, identified by (scope, key).
+ *
+ * reserve() first tries to insert the key the way INSERT ... ON CONFLICT DO
+ * NOTHING does (a speculative insertion, with the executor's own index
+ * routines).  That is what makes atomic mode work: when another transaction
+ * has inserted or is changing the same key and has not committed yet, the
+ * conflict check waits for it, and then either inserts (the other one rolled
+ * back) or finds the committed row.  There is never a check followed by an
+ * insert.
  *
  * When the row exists, reserve() reads it and decides from its state.  Only
- * the decisions that change the row take a lock, and they take it by being
- * a single compare-and-set UPDATE: "take over the key if its token is still
- * the one I read and its lease has still ended".  Under READ COMMITTED an
- * UPDATE that waited for a concurrent writer re-checks its WHERE clause on
- * the newest row version, so the decision is made under the row lock; when
- * the re-check fails, reserve() starts again and decides from the new
- * state.  A replay, an in_progress answer and a fingerprint mismatch are
- * read without a lock: they change nothing, and a row lock held until the
- * end of the caller's transaction would make retry storms of one key
- * serialize and would block the holder's own complete().
+ * the decisions that change the row lock it, and they do so by being a
+ * compare-and-set update: "take over the key if its token is still the one
+ * I read and its lease has still ended".  If the update meets a concurrent
+ * one, it waits for it, locks the newest row version and checks the
+ * condition again on that version, as UPDATE does under READ COMMITTED, so
+ * the decision is made under the row lock.  When the condition no longer
+ * holds, reserve() decides again from the new state.  A replay, an
+ * in_progress answer and a fingerprint mismatch are read without a lock:
+ * they change nothing, and a row lock held until the end of the caller's
+ * transaction would serialize retry storms of one key and block the
+ * holder's own complete().
  *
- * complete(), release() and checkpoint() are likewise one UPDATE each that
- * matches only the key's current token in state in_progress; only when it
- * matches nothing is the row read again to say why (ID002 or ID003).
+ * complete(), release() and checkpoint() are compare-and-set updates of the
+ * same kind, matching only the key's current token in state in_progress; a
+ * stale holder that raced a takeover re-checks on the successor's version
+ * and gets ID002, so it can never overwrite its successor.
+ *
+ * The hot paths (reserve, complete, release, checkpoint) work on the table
+ * and its indexes directly rather than through planned statements: a call
+ * then costs less than the INSERT or UPDATE it replaces, instead of that
+ * statement plus the executor's start-up around it.  forget() and purge()
+ * are rare and run kept SPI plans.
  *
  * Leases and expiry are decided with the wall clock (GetCurrentTimestamp,
  * i.e. clock_timestamp()), never with the transaction start time, which is
  * stale in a long transaction.  A row whose expires_at has passed behaves as
  * absent in every state, whether or not purge() has deleted it yet.
- *
- * Every query is planned once per backend and kept (spi_util.c), and the
- * row type reserve() returns is looked up once and cached.
  *
  * IDENTIFICATION
  *	  src/keys.c
@@ -42,18 +50,35 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_enum.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "common/int.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -108,149 +133,151 @@ enum
 	RES_NATTS
 };
 
+/* Columns of idem.keys, found by name, and the type each must have */
+typedef enum KeyCol
+{
+	KC_SCOPE,
+	KC_KEY,
+	KC_STATE,
+	KC_TOKEN,
+	KC_FINGERPRINT,
+	KC_LOCKED_UNTIL,
+	KC_TTL,
+	KC_RESPONSE,
+	KC_STATUS,
+	KC_RECOVERY_POINT,
+	KC_CHECKPOINT,
+	KC_CREATED_AT,
+	KC_UPDATED_AT,
+	KC_EXPIRES_AT,
+	KC_N
+} KeyCol;
+
+static const char *const key_col_names[KC_N] = {
+	"scope", "key", "state", "token", "fingerprint", "locked_until", "ttl",
+	"response", "status", "recovery_point", "checkpoint", "created_at",
+	"updated_at", "expires_at"
+};
+
+static const Oid key_col_types[KC_N] = {
+	TEXTOID, TEXTOID, InvalidOid /* idem.key_state */ , INT8OID, BYTEAOID,
+	TIMESTAMPTZOID, INTERVALOID, JSONBOID, INT4OID, TEXTOID, JSONBOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID
+};
+
 /*
- * A stored key as read by key_fetch().  The pass-by-reference datums point
- * into SPI memory and are valid until SPI_finish().
+ * Backend-lifetime cache of catalog facts: where idem.keys and its columns
+ * are, the token sequence, the pg_enum OIDs of the state labels, and the
+ * row type reserve() returns.  Reset by relcache and pg_type invalidations
+ * that concern these objects (e.g. DROP/CREATE EXTENSION, an upgrade) and
+ * rebuilt at the start of the next call, never in the middle of one.
+ */
+typedef struct KeysCatalog
+{
+	bool		valid;
+	Oid			keys_relid;
+	Oid			token_seqid;
+	int			col[KC_N];		/* attribute index (attnum - 1) of each column */
+	Oid			state_typid;
+	Oid			state_oids[KEY_NSTATES];
+	uint32		state_type_hash;
+	/* reserve()'s answer, filled on its first call */
+	bool		reservation_valid;
+	Oid			reserve_fn_oid;
+	TupleDesc	reservation_desc;	/* in TopMemoryContext */
+	Oid			outcome_oids[OUTCOME_N];
+	uint32		reservation_type_hash;
+	uint32		outcome_type_hash;
+} KeysCatalog;
+
+static KeysCatalog keys_catalog;
+static bool keys_callbacks_registered = false;
+
+/*
+ * idem.keys opened for one call: the relation with its indexes (as the
+ * executor opens a result relation), the slots rows are read into and
+ * written from, and the snapshot reads use.
+ */
+typedef struct KeysRel
+{
+	EState	   *estate;
+	Relation	rel;
+	Relation	pkey;
+	ResultRelInfo *rri;
+	List	   *arbiters;		/* the primary key, for speculative insertion */
+	TupleTableSlot *slot;		/* rows read */
+	TupleTableSlot *newslot;	/* rows written */
+	TupleTableSlot *lockslot;	/* newest version after a concurrent update */
+	CommandId	cid;
+	Snapshot	snapshot;		/* pushed as active; NULL until keys_snapshot() */
+	int			natts;
+} KeysRel;
+
+/*
+ * A stored key as found by key_lookup().  values/isnull are the slot's and
+ * stay valid while the slot holds the row.
  */
 typedef struct KeyRow
 {
+	ItemPointerData tid;
+	Datum	   *values;
+	bool	   *isnull;
 	KeyState	state;
 	int64		token;
 	bytea	   *fingerprint;	/* NULL for a NULL request */
-	TimestampTz locked_until;	/* valid when in progress */
+	TimestampTz locked_until;	/* DT_NOBEGIN when NULL */
 	TimestampTz expires_at;
+} KeyRow;
+
+/* Result of key_update() */
+typedef enum KeyUpdateResult
+{
+	KEY_UPDATED,				/* the condition held and the row was changed */
+	KEY_UNCHANGED,				/* the condition does not hold on the newest row */
+	KEY_GONE					/* the row was deleted meanwhile */
+} KeyUpdateResult;
+
+/* What a compare-and-set update checks and writes */
+typedef struct KeyChange KeyChange;
+typedef bool (*KeyCheck) (KeyChange *change, const KeyRow *row);
+typedef void (*KeyBuild) (KeyChange *change, const KeyRow *row,
+						  Datum *values, bool *isnull);
+
+struct KeyChange
+{
+	KeyCheck	check;
+	KeyBuild	build;
+	TimestampTz now;			/* set by check, used by build */
+	int64		token;			/* expected token (or the new one, after build) */
+	Interval   *lease;
+	Interval   *ttl;
+	bytea	   *fingerprint;
 	Datum		response;
 	bool		response_null;
 	Datum		status;
 	bool		status_null;
 	Datum		recovery_point;
-	bool		recovery_point_null;
 	Datum		checkpoint;
 	bool		checkpoint_null;
-} KeyRow;
+	/* written by build: the new lease end and expiry */
+	TimestampTz new_locked_until;
+	TimestampTz new_expires_at;
+};
 
 /*
- * Backend-lifetime cache of catalog facts: the row type reserve() returns,
- * and the pg_enum OIDs of the outcome and state labels.  Reset by a pg_type
- * invalidation (e.g. an upgrade that alters idem.reservation) and rebuilt
- * on next use.
+ * When acquiring a key took longer than this (it waited for a concurrent
+ * transaction on the same key), its lease is restarted at the moment of
+ * acquisition.  Shorter delays are ordinary statement time.
  */
-typedef struct KeysCache
-{
-	bool		valid;
-	Oid			reserve_fn_oid; /* the function the descriptor was built for */
-	TupleDesc	reservation_desc;	/* in TopMemoryContext */
-	Oid			outcome_oids[OUTCOME_N];
-	Oid			state_typid;
-	Oid			state_oids[KEY_NSTATES];
-} KeysCache;
-
-static KeysCache keys_cache;
-static bool keys_cache_callback_registered = false;
+#define LEASE_RESTART_MS 10
 
 #define TEXT_C	"COLLATE pg_catalog.\"C\""
-#define KEY_MATCH \
-	"k.scope OPERATOR(pg_catalog.=) $1 " TEXT_C \
-	" AND k.key OPERATOR(pg_catalog.=) $2 " TEXT_C
 
-/* A new key: $1 scope, $2 key, $3 fingerprint, $4 lease end, $5 ttl, $6 now, $7 expiry */
-static IdemPlan plan_insert = {
-	"INSERT INTO idem.keys AS k"
-	" (scope, key, state, fingerprint, locked_until, ttl, created_at, updated_at, expires_at)"
-	" VALUES ($1, $2, 'in_progress', $3, $4, $5, $6, $6, $7)"
-	" ON CONFLICT (scope, key) DO NOTHING"
-	" RETURNING k.token",
-	7, {TEXTOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, INTERVALOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-};
-
-/* Read a key: $1 scope, $2 key */
-static IdemPlan plan_select = {
-	"SELECT k.state, k.token, k.fingerprint, k.locked_until, k.expires_at,"
-	" k.response, k.status, k.recovery_point, k.checkpoint"
-	" FROM idem.keys AS k WHERE " KEY_MATCH,
-	2, {TEXTOID, TEXTOID}
-};
-
-/*
- * Take over a released key or one whose lease has ended, keeping its
- * fingerprint, recovery point and checkpoint, if its token is still $3:
- * $4 lease end, $5 ttl, $6 now, $7 expiry.
- */
-static IdemPlan plan_takeover = {
-	"UPDATE idem.keys AS k SET token = DEFAULT, state = 'in_progress',"
-	" locked_until = $4, ttl = $5, updated_at = $6, expires_at = $7"
-	" WHERE " KEY_MATCH " AND k.token OPERATOR(pg_catalog.=) $3"
-	" AND (k.state OPERATOR(pg_catalog.=) 'released'"
-	"      OR (k.state OPERATOR(pg_catalog.=) 'in_progress'"
-	"          AND k.locked_until OPERATOR(pg_catalog.<=) $6))"
-	" AND k.expires_at OPERATOR(pg_catalog.>) $6"
-	" RETURNING k.token, k.recovery_point, k.checkpoint",
-	7, {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, INTERVALOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-};
-
-/*
- * Reserve an expired key afresh, as if it were new, if its token is still
- * $3: $4 lease end, $5 ttl, $6 now, $7 expiry, $8 fingerprint.
- */
-static IdemPlan plan_afresh = {
-	"UPDATE idem.keys AS k SET token = DEFAULT, state = 'in_progress', fingerprint = $8,"
-	" locked_until = $4, ttl = $5, response = NULL, status = NULL,"
-	" recovery_point = NULL, checkpoint = NULL,"
-	" created_at = $6, updated_at = $6, expires_at = $7"
-	" WHERE " KEY_MATCH " AND k.token OPERATOR(pg_catalog.=) $3"
-	" AND k.expires_at OPERATOR(pg_catalog.<=) $6"
-	" RETURNING k.token",
-	8, {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, INTERVALOID, TIMESTAMPTZOID,
-	TIMESTAMPTZOID, BYTEAOID}
-};
-
-/*
- * Restart the lease of a key this transaction has just acquired, when the
- * acquiring statement had to wait: $3 token, $4 lease end, $5 now, $6 expiry.
- */
-static IdemPlan plan_restart_lease = {
-	"UPDATE idem.keys AS k SET locked_until = $4, updated_at = $5, expires_at = $6"
-	" WHERE " KEY_MATCH " AND k.token OPERATOR(pg_catalog.=) $3",
-	6, {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-};
-
-/*
- * The holder's condition shared by complete, release and checkpoint: the
- * current token, still in progress, not expired ($3 token, $now).
- */
-#define HELD_BY_TOKEN(now) \
-	" WHERE " KEY_MATCH " AND k.token OPERATOR(pg_catalog.=) $3" \
-	" AND k.state OPERATOR(pg_catalog.=) 'in_progress'" \
-	" AND k.expires_at OPERATOR(pg_catalog.>) " now
-
-/* $3 token, $4 response, $5 status, $6 now */
-static IdemPlan plan_complete = {
-	"UPDATE idem.keys AS k SET state = 'completed', response = $4, status = $5,"
-	" locked_until = NULL, recovery_point = NULL, checkpoint = NULL,"
-	" updated_at = $6, expires_at = $6 OPERATOR(pg_catalog.+) k.ttl"
-	HELD_BY_TOKEN("$6"),
-	6, {TEXTOID, TEXTOID, INT8OID, JSONBOID, INT4OID, TIMESTAMPTZOID}
-};
-
-/* $3 token, $4 now */
-static IdemPlan plan_release = {
-	"UPDATE idem.keys AS k SET state = 'released', locked_until = NULL,"
-	" updated_at = $4, expires_at = $4 OPERATOR(pg_catalog.+) k.ttl"
-	HELD_BY_TOKEN("$4"),
-	4, {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID}
-};
-
-/* $3 token, $4 recovery point, $5 state, $6 lease end, $7 now */
-static IdemPlan plan_checkpoint = {
-	"UPDATE idem.keys AS k SET recovery_point = $4, checkpoint = $5,"
-	" locked_until = $6, updated_at = $7, expires_at = $6 OPERATOR(pg_catalog.+) k.ttl"
-	HELD_BY_TOKEN("$7"),
-	7, {TEXTOID, TEXTOID, INT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-};
-
-/* $3 now; returns whether the deleted key was still alive */
+/* $1 scope, $2 key, $3 now; returns whether the deleted key was still alive */
 static IdemPlan plan_forget = {
-	"DELETE FROM idem.keys AS k WHERE " KEY_MATCH
+	"DELETE FROM idem.keys AS k"
+	" WHERE k.scope OPERATOR(pg_catalog.=) $1 " TEXT_C
+	" AND k.key OPERATOR(pg_catalog.=) $2 " TEXT_C
 	" RETURNING k.expires_at OPERATOR(pg_catalog.>) $3",
 	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
 };
@@ -269,7 +296,7 @@ static IdemPlan plan_purge = {
 	2, {TIMESTAMPTZOID, INT8OID}
 };
 
-static void keys_spi_connect(void);
+/* arguments */
 static text *name_arg(FunctionCallInfo fcinfo, int argno, bool is_scope);
 static int64 token_arg(FunctionCallInfo fcinfo, int argno);
 static Interval *interval_arg(FunctionCallInfo fcinfo, int argno,
@@ -278,25 +305,52 @@ static TimestampTz add_interval(TimestampTz t, Interval *i);
 static char *interval_to_cstring(Interval *i);
 static char *fingerprint_to_cstring(bytea *fp);
 static bool fingerprints_equal(bytea *a, bytea *b);
-static bool key_fetch(text *scope, text *key, KeyRow *row);
-static void key_change(IdemPlan *plan, Datum *values, const char *nulls,
-					   text *scope, text *key, int64 token, TimestampTz now);
-static bool key_explain_not_held(text *scope, text *key, int64 token,
-								 TimestampTz now);
-static void keys_cache_reset(Datum arg, int cacheid, uint32 hashvalue);
+
+/* catalog cache */
+static void keys_catalog_ensure(void);
+static void keys_catalog_load(void);
+static void keys_relcache_callback(Datum arg, Oid relid);
+static void keys_type_callback(Datum arg, int cacheid, uint32 hashvalue);
 static void enum_label_oids(Oid typid, const char *const *labels, int n,
 							Oid *oids);
-static KeyState state_from_datum(Oid typid, Datum d);
 static TupleDesc reservation_desc(FunctionCallInfo fcinfo);
 
+/* table access */
+static void keys_open(KeysRel *kr, bool speculative);
+static TupleTableSlot *keys_lockslot(KeysRel *kr);
+static void keys_close(KeysRel *kr);
+static void keys_snapshot(KeysRel *kr);
+static void key_row_from_slot(TupleTableSlot *slot, KeyRow *row);
+static bool key_lookup(KeysRel *kr, text *scope, text *key, KeyRow *row);
+static bool key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change);
+static KeyUpdateResult key_update(KeysRel *kr, KeyRow *row, KeyChange *change);
+static void key_index_hints(KeysRel *kr, const KeyRow *row,
+							TupleTableSlot *newslot);
+static TimestampTz key_acquire_times(KeyChange *change, TimestampTz now);
 
-/* Connect to SPI; only a bug can make it fail. */
-static void
-keys_spi_connect(void)
-{
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "pg_idem: SPI_connect failed");
-}
+/* the conditions and new values of the compare-and-set updates */
+static bool check_held(KeyChange *change, const KeyRow *row);
+static bool check_takeover(KeyChange *change, const KeyRow *row);
+static bool check_expired(KeyChange *change, const KeyRow *row);
+static bool check_token(KeyChange *change, const KeyRow *row);
+static void build_takeover(KeyChange *change, const KeyRow *row,
+						   Datum *values, bool *isnull);
+static void build_afresh(KeyChange *change, const KeyRow *row,
+						 Datum *values, bool *isnull);
+static void build_restart_lease(KeyChange *change, const KeyRow *row,
+								Datum *values, bool *isnull);
+static void build_complete(KeyChange *change, const KeyRow *row,
+						   Datum *values, bool *isnull);
+static void build_release(KeyChange *change, const KeyRow *row,
+						  Datum *values, bool *isnull);
+static void build_checkpoint(KeyChange *change, const KeyRow *row,
+							 Datum *values, bool *isnull);
+
+/* holder operations */
+static void holder_change(text *scope, text *key, KeyChange *change);
+static void raise_not_held(text *scope, text *key, int64 token,
+						   const KeyRow *row, TimestampTz now);
+
 
 /*
  * Fetch a key or scope argument, enforcing SPEC.md's input rules: NULL is
@@ -375,6 +429,17 @@ interval_arg(FunctionCallInfo fcinfo, int argno, const char *what, Interval *dfl
 static TimestampTz
 add_interval(TimestampTz t, Interval *i)
 {
+	/* the common case, a lease or ttl in plain time units, needs no calendar */
+	if (i->month == 0 && i->day == 0)
+	{
+		TimestampTz r;
+
+		if (unlikely(pg_add_s64_overflow(t, i->time, &r) || !IS_VALID_TIMESTAMP(r)))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+					 errmsg("timestamp out of range")));
+		return r;
+	}
 	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
 												   TimestampTzGetDatum(t),
 												   IntervalPGetDatum(i)));
@@ -408,42 +473,645 @@ fingerprints_equal(bytea *a, bytea *b)
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
 }
 
+
 /*
- * Read the stored row of a key into *row (no lock).  Returns false when
- * there is none.  Must be connected to SPI.
+ * Make sure the catalog cache is loaded.  Called at the start of every
+ * call, before anything is looked at, so a reload never pulls the rug from
+ * under a running call.
+ */
+static void
+keys_catalog_ensure(void)
+{
+	if (!keys_callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(keys_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, keys_type_callback, (Datum) 0);
+		keys_callbacks_registered = true;
+	}
+	if (!keys_catalog.valid)
+		keys_catalog_load();
+}
+
+/*
+ * Find idem.keys, its columns and the token sequence by name (never through
+ * search_path), and check that every column has the type this code writes.
+ */
+static void
+keys_catalog_load(void)
+{
+	Oid			nsp = get_namespace_oid("idem", false);
+	Oid			relid = get_relname_relid("keys", nsp);
+	Oid			seqid = get_relname_relid("key_token_seq", nsp);
+
+	if (!OidIsValid(relid) || !OidIsValid(seqid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("pg_idem is not installed correctly: idem.keys or idem.key_token_seq is missing"),
+				 errhint("Run ALTER EXTENSION pg_idem UPDATE, or drop and create the extension.")));
+
+	for (int c = 0; c < KC_N; c++)
+	{
+		AttrNumber	attnum = get_attnum(relid, key_col_names[c]);
+		Oid			typid;
+
+		if (attnum == InvalidAttrNumber)
+			elog(ERROR, "pg_idem: idem.keys has no column \"%s\"", key_col_names[c]);
+		typid = get_atttype(relid, attnum);
+		if (c == KC_STATE)
+		{
+			enum_label_oids(typid, key_state_labels, KEY_NSTATES,
+							keys_catalog.state_oids);
+			keys_catalog.state_typid = typid;
+			keys_catalog.state_type_hash =
+				GetSysCacheHashValue1(TYPEOID, ObjectIdGetDatum(typid));
+		}
+		else if (typid != key_col_types[c])
+			elog(ERROR, "pg_idem: column idem.keys.%s has type %s, expected %s",
+				 key_col_names[c], format_type_be(typid),
+				 format_type_be(key_col_types[c]));
+		keys_catalog.col[c] = attnum - 1;
+	}
+	keys_catalog.keys_relid = relid;
+	keys_catalog.token_seqid = seqid;
+	keys_catalog.valid = true;
+}
+
+/* Relcache callback: idem.keys or the token sequence changed (or everything did). */
+static void
+keys_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == keys_catalog.keys_relid ||
+		relid == keys_catalog.token_seqid)
+		keys_catalog.valid = false;
+}
+
+/* pg_type callback: one of our types changed (or everything did). */
+static void
+keys_type_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	if (hashvalue == 0 || hashvalue == keys_catalog.state_type_hash)
+		keys_catalog.valid = false;
+	if (hashvalue == 0 || hashvalue == keys_catalog.reservation_type_hash ||
+		hashvalue == keys_catalog.outcome_type_hash)
+		keys_catalog.reservation_valid = false;
+}
+
+/* Look up the pg_enum OIDs of an enum type's labels. */
+static void
+enum_label_oids(Oid typid, const char *const *labels, int n, Oid *oids)
+{
+	for (int i = 0; i < n; i++)
+	{
+		oids[i] = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
+								  ObjectIdGetDatum(typid),
+								  CStringGetDatum(labels[i]));
+		if (!OidIsValid(oids[i]))
+			elog(ERROR, "pg_idem: type %s has no label \"%s\"",
+				 format_type_be(typid), labels[i]);
+	}
+}
+
+/*
+ * The descriptor of idem.reservation, and the OIDs of idem.outcome's
+ * labels, looked up on reserve()'s first call and kept for the backend's
+ * life.
+ */
+static TupleDesc
+reservation_desc(FunctionCallInfo fcinfo)
+{
+	if (!keys_catalog.reservation_valid ||
+		keys_catalog.reserve_fn_oid != fcinfo->flinfo->fn_oid)
+	{
+		MemoryContext oldctx;
+		TupleDesc	desc;
+		Oid			outcome_typid;
+
+		if (keys_catalog.reservation_desc != NULL)
+		{
+			FreeTupleDesc(keys_catalog.reservation_desc);
+			keys_catalog.reservation_desc = NULL;
+		}
+		if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE ||
+			desc->natts != RES_NATTS)
+			elog(ERROR, "pg_idem: idem.reserve() must return idem.reservation");
+		oldctx = MemoryContextSwitchTo(TopMemoryContext);
+		desc = CreateTupleDescCopy(desc);
+		MemoryContextSwitchTo(oldctx);
+
+		outcome_typid = TupleDescAttr(desc, RES_OUTCOME)->atttypid;
+		enum_label_oids(outcome_typid, outcome_labels, OUTCOME_N,
+						keys_catalog.outcome_oids);
+		keys_catalog.reservation_type_hash =
+			GetSysCacheHashValue1(TYPEOID, ObjectIdGetDatum(desc->tdtypeid));
+		keys_catalog.outcome_type_hash =
+			GetSysCacheHashValue1(TYPEOID, ObjectIdGetDatum(outcome_typid));
+		keys_catalog.reservation_desc = desc;
+		keys_catalog.reserve_fn_oid = fcinfo->flinfo->fn_oid;
+		keys_catalog.reservation_valid = true;
+	}
+	return keys_catalog.reservation_desc;
+}
+
+
+/*
+ * Open idem.keys for writing, as the executor opens the target of an
+ * INSERT or UPDATE: the relation, all its indexes (with what a speculative
+ * insertion needs if speculative), and slots of the table's own kind.
+ */
+static void
+keys_open(KeysRel *kr, bool speculative)
+{
+	Oid			pkey_oid;
+
+	memset(kr, 0, sizeof(KeysRel));
+	kr->estate = CreateExecutorState();
+	kr->rel = table_open(keys_catalog.keys_relid, RowExclusiveLock);
+	kr->natts = RelationGetDescr(kr->rel)->natts;
+	kr->rri = makeNode(ResultRelInfo);
+	/* no range table: nothing here consults one (see key_index_hints) */
+	InitResultRelInfo(kr->rri, kr->rel, 0, NULL, 0);
+	ExecOpenIndices(kr->rri, speculative);
+
+	pkey_oid = RelationGetPrimaryKeyIndex(kr->rel);
+	for (int i = 0; i < kr->rri->ri_NumIndices; i++)
+		if (RelationGetRelid(kr->rri->ri_IndexRelationDescs[i]) == pkey_oid)
+			kr->pkey = kr->rri->ri_IndexRelationDescs[i];
+	if (kr->pkey == NULL)
+		elog(ERROR, "pg_idem: idem.keys has no primary key");
+	kr->arbiters = list_make1_oid(pkey_oid);
+
+	kr->slot = table_slot_create(kr->rel, &kr->estate->es_tupleTable);
+	kr->newslot = table_slot_create(kr->rel, &kr->estate->es_tupleTable);
+	kr->cid = GetCurrentCommandId(false);
+}
+
+/* The slot for a row version found by following an update (made on first use) */
+static TupleTableSlot *
+keys_lockslot(KeysRel *kr)
+{
+	if (kr->lockslot == NULL)
+		kr->lockslot = table_slot_create(kr->rel, &kr->estate->es_tupleTable);
+	return kr->lockslot;
+}
+
+/* Close what keys_open() opened; the table lock is kept until commit. */
+static void
+keys_close(KeysRel *kr)
+{
+	if (kr->snapshot != NULL)
+	{
+		PopActiveSnapshot();
+		kr->snapshot = NULL;
+	}
+	ExecResetTupleTable(kr->estate->es_tupleTable, false);
+	ExecCloseIndices(kr->rri);
+	table_close(kr->rel, NoLock);
+	FreeExecutorState(kr->estate);
+}
+
+/*
+ * Take the snapshot reads are made with, as a statement would: first make
+ * this transaction's earlier changes visible (including those of this very
+ * command), then a fresh snapshot under READ COMMITTED, the transaction's
+ * own under REPEATABLE READ and SERIALIZABLE.  It is pushed as the active
+ * snapshot, so that TOASTed values can be fetched with it.
+ */
+static void
+keys_snapshot(KeysRel *kr)
+{
+	if (kr->snapshot != NULL)
+		PopActiveSnapshot();
+	CommandCounterIncrement();
+	kr->cid = GetCurrentCommandId(false);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	kr->snapshot = GetActiveSnapshot();
+	kr->estate->es_snapshot = kr->snapshot;
+}
+
+/* Decode the row a slot holds. */
+static void
+key_row_from_slot(TupleTableSlot *slot, KeyRow *row)
+{
+	const int  *col = keys_catalog.col;
+	Oid			state;
+	int			i;
+
+	slot_getallattrs(slot);
+	row->tid = slot->tts_tid;
+	row->values = slot->tts_values;
+	row->isnull = slot->tts_isnull;
+
+	state = DatumGetObjectId(row->values[col[KC_STATE]]);
+	for (i = 0; i < KEY_NSTATES; i++)
+		if (keys_catalog.state_oids[i] == state)
+			break;
+	if (i == KEY_NSTATES)
+		elog(ERROR, "pg_idem: unexpected idempotency key state %u", state);
+	row->state = (KeyState) i;
+	row->token = DatumGetInt64(row->values[col[KC_TOKEN]]);
+	row->fingerprint = row->isnull[col[KC_FINGERPRINT]] ? NULL :
+		DatumGetByteaPP(row->values[col[KC_FINGERPRINT]]);
+	row->locked_until = row->isnull[col[KC_LOCKED_UNTIL]] ? DT_NOBEGIN :
+		DatumGetTimestampTz(row->values[col[KC_LOCKED_UNTIL]]);
+	row->expires_at = DatumGetTimestampTz(row->values[col[KC_EXPIRES_AT]]);
+}
+
+/*
+ * Find the row of (scope, key) visible to the snapshot, through the primary
+ * key.  Returns false when there is none.
  */
 static bool
-key_fetch(text *scope, text *key, KeyRow *row)
+key_lookup(KeysRel *kr, text *scope, text *key, KeyRow *row)
 {
-	Datum		values[2];
-	HeapTuple	tup;
-	TupleDesc	desc;
-	Datum		d;
-	bool		isnull;
+	ScanKeyData skey[2];
+	IndexScanDesc scan;
+	bool		found;
 
-	values[0] = PointerGetDatum(scope);
-	values[1] = PointerGetDatum(key);
-	idem_plan_execute(&plan_select, values, NULL, false, 1);
-	if (SPI_processed == 0)
-		return false;
-
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-
-	d = SPI_getbinval(tup, desc, 1, &isnull);
-	row->state = state_from_datum(TupleDescAttr(desc, 0)->atttypid, d);
-	row->token = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-	d = SPI_getbinval(tup, desc, 3, &isnull);
-	row->fingerprint = isnull ? NULL : DatumGetByteaPP(d);
-	d = SPI_getbinval(tup, desc, 4, &isnull);
-	row->locked_until = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
-	row->expires_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
-	row->response = SPI_getbinval(tup, desc, 6, &row->response_null);
-	row->status = SPI_getbinval(tup, desc, 7, &row->status_null);
-	row->recovery_point = SPI_getbinval(tup, desc, 8, &row->recovery_point_null);
-	row->checkpoint = SPI_getbinval(tup, desc, 9, &row->checkpoint_null);
-	return true;
+	Assert(kr->snapshot != NULL);
+	ScanKeyEntryInitialize(&skey[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(scope));
+	ScanKeyEntryInitialize(&skey[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(key));
+	scan = index_beginscan(kr->rel, kr->pkey, kr->snapshot, 2, 0);
+	index_rescan(scan, skey, 2, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, kr->slot);
+	index_endscan(scan);
+	if (found)
+		key_row_from_slot(kr->slot, row);
+	return found;
 }
+
+/*
+ * The times of a key acquired at now: sets change->new_locked_until and
+ * change->new_expires_at (lease end + ttl) and returns now.
+ */
+static TimestampTz
+key_acquire_times(KeyChange *change, TimestampTz now)
+{
+	change->new_locked_until = add_interval(now, change->lease);
+	change->new_expires_at = add_interval(change->new_locked_until, change->ttl);
+	return now;
+}
+
+/*
+ * Insert a new key as INSERT ... ON CONFLICT DO NOTHING does: check the
+ * primary key for a conflict (waiting for an uncommitted inserter or
+ * updater of the same key), insert speculatively, and start over if a
+ * concurrent insertion won the race.  Returns true when the key was
+ * inserted (change->token is its token), false when it already exists.
+ *
+ * The token is taken, and the lease starts, only once the check has found
+ * no conflict, so that a wait does not shorten the lease and a replay does
+ * not use up a token.
+ */
+static bool
+key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change)
+{
+	const int  *col = keys_catalog.col;
+	TupleTableSlot *slot = kr->newslot;
+	Datum	   *values = slot->tts_values;
+	bool	   *isnull = slot->tts_isnull;
+	ItemPointerData conflict_tid;
+
+	for (;;)
+	{
+		bool		spec_conflict = false;
+		uint32		spec_token;
+		TimestampTz now;
+
+		CHECK_FOR_INTERRUPTS();
+
+		/* the key columns are all the conflict check looks at */
+		ExecClearTuple(slot);
+		memset(isnull, true, kr->natts * sizeof(bool));
+		values[col[KC_SCOPE]] = PointerGetDatum(scope);
+		isnull[col[KC_SCOPE]] = false;
+		values[col[KC_KEY]] = PointerGetDatum(key);
+		isnull[col[KC_KEY]] = false;
+		ExecStoreVirtualTuple(slot);
+
+		if (!idem_check_index_constraints(kr->rri, slot, kr->estate,
+										  &conflict_tid, kr->arbiters))
+		{
+			/*
+			 * The key exists.  Under REPEATABLE READ and SERIALIZABLE the
+			 * row must be visible to the transaction's snapshot, or the
+			 * transaction cannot go on consistently (as with ON CONFLICT).
+			 */
+			if (IsolationUsesXactSnapshot())
+			{
+				Snapshot	snap = GetTransactionSnapshot();
+
+				TupleTableSlot *found = keys_lockslot(kr);
+
+				if (!table_tuple_fetch_row_version(kr->rel, &conflict_tid,
+												   SnapshotAny, found))
+					elog(ERROR, "pg_idem: failed to fetch conflicting idempotency key");
+				if (!table_tuple_satisfies_snapshot(kr->rel, found, snap))
+				{
+					bool		xmin_isnull;
+					TransactionId xmin;
+
+					xmin = DatumGetTransactionId(slot_getsysattr(found,
+																 MinTransactionIdAttributeNumber,
+																 &xmin_isnull));
+
+					if (!TransactionIdIsCurrentTransactionId(xmin))
+						ereport(ERROR,
+								(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+								 errmsg("could not serialize access due to concurrent update")));
+				}
+				ExecClearTuple(found);
+			}
+			return false;
+		}
+
+		/* No conflict: the whole row, with a fresh token and lease. */
+		kr->cid = GetCurrentCommandId(true);
+		now = key_acquire_times(change, GetCurrentTimestamp());
+		change->token = nextval_internal(keys_catalog.token_seqid, false);
+		ExecClearTuple(slot);
+		memset(isnull, true, kr->natts * sizeof(bool));
+		values[col[KC_SCOPE]] = PointerGetDatum(scope);
+		values[col[KC_KEY]] = PointerGetDatum(key);
+		values[col[KC_STATE]] = ObjectIdGetDatum(keys_catalog.state_oids[KEY_IN_PROGRESS]);
+		values[col[KC_TOKEN]] = Int64GetDatum(change->token);
+		values[col[KC_FINGERPRINT]] = PointerGetDatum(change->fingerprint);
+		values[col[KC_LOCKED_UNTIL]] = TimestampTzGetDatum(change->new_locked_until);
+		values[col[KC_TTL]] = IntervalPGetDatum(change->ttl);
+		values[col[KC_CREATED_AT]] = TimestampTzGetDatum(now);
+		values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(now);
+		values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(change->new_expires_at);
+		isnull[col[KC_SCOPE]] = isnull[col[KC_KEY]] = isnull[col[KC_STATE]] =
+			isnull[col[KC_TOKEN]] = isnull[col[KC_LOCKED_UNTIL]] =
+			isnull[col[KC_TTL]] = isnull[col[KC_CREATED_AT]] =
+			isnull[col[KC_UPDATED_AT]] = isnull[col[KC_EXPIRES_AT]] = false;
+		isnull[col[KC_FINGERPRINT]] = (change->fingerprint == NULL);
+		ExecStoreVirtualTuple(slot);
+
+		spec_token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
+		table_tuple_insert_speculative(kr->rel, slot, kr->cid, 0, NULL, spec_token);
+		idem_insert_index_tuples(kr->rri, slot, kr->estate, false, true,
+								 &spec_conflict, kr->arbiters, false);
+		table_tuple_complete_speculative(kr->rel, slot, spec_token, !spec_conflict);
+		SpeculativeInsertionLockRelease(GetCurrentTransactionId());
+
+		if (!spec_conflict)
+			return true;
+		/* a concurrent insertion of the same key won: check again */
+	}
+}
+
+/*
+ * Tell the index code, for each index, whether an update leaves its key
+ * unchanged (btree uses that to delete old versions bottom-up instead of
+ * splitting pages).  The executor derives it from the statement's updated
+ * columns; there is no statement here, so compare the old and new values.
+ */
+static void
+key_index_hints(KeysRel *kr, const KeyRow *row, TupleTableSlot *newslot)
+{
+#if PG_VERSION_NUM >= 140000
+	TupleDesc	desc = RelationGetDescr(kr->rel);
+
+	for (int i = 0; i < kr->rri->ri_NumIndices; i++)
+	{
+		IndexInfo  *ii = kr->rri->ri_IndexRelationInfo[i];
+		bool		unchanged = true;
+
+		for (int k = 0; k < ii->ii_NumIndexKeyAttrs && unchanged; k++)
+		{
+			int			a = ii->ii_IndexAttrNumbers[k] - 1;
+			Form_pg_attribute att = TupleDescAttr(desc, a);
+
+			if (a < 0)
+				unchanged = false;	/* an expression: assume it changed */
+			else if (row->isnull[a] || newslot->tts_isnull[a])
+				unchanged = row->isnull[a] && newslot->tts_isnull[a];
+			else
+				unchanged = datumIsEqual(row->values[a], newslot->tts_values[a],
+										 att->attbyval, att->attlen);
+		}
+		ii->ii_CheckedUnchanged = true;
+		ii->ii_IndexUnchanged = unchanged;
+	}
+#endif
+}
+
+/*
+ * Compare-and-set update of a row found by key_lookup(): if change->check
+ * holds for the row, write the row change->build makes of it.  If the row
+ * was updated concurrently, wait for that, lock the newest version and
+ * check again on it (READ COMMITTED); under REPEATABLE READ and SERIALIZABLE
+ * a concurrent update is a serialization failure, as for UPDATE.  On
+ * KEY_UNCHANGED, *row is the newest version, for the caller to explain.
+ */
+static KeyUpdateResult
+key_update(KeysRel *kr, KeyRow *row, KeyChange *change)
+{
+	TupleTableSlot *slot = kr->newslot;
+
+	for (;;)
+	{
+		TM_Result	result;
+		TM_FailureData tmfd;
+		LockTupleMode lockmode;
+		bool		update_indexes;
+		bool		only_summarizing;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!change->check(change, row))
+			return KEY_UNCHANGED;
+
+		ExecClearTuple(slot);
+		memcpy(slot->tts_values, row->values, kr->natts * sizeof(Datum));
+		memcpy(slot->tts_isnull, row->isnull, kr->natts * sizeof(bool));
+		change->build(change, row, slot->tts_values, slot->tts_isnull);
+		key_index_hints(kr, row, slot);
+		ExecStoreVirtualTuple(slot);
+
+		kr->cid = GetCurrentCommandId(true);
+		result = idem_tuple_update(kr->rel, &row->tid, slot, kr->cid,
+								   kr->snapshot, &tmfd, &lockmode,
+								   &update_indexes, &only_summarizing);
+		switch (result)
+		{
+			case TM_Ok:
+				if (update_indexes)
+					idem_insert_index_tuples(kr->rri, slot, kr->estate, true,
+											 false, NULL, NIL, only_summarizing);
+				return KEY_UPDATED;
+
+			case TM_Updated:
+				if (IsolationUsesXactSnapshot())
+					ereport(ERROR,
+							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+							 errmsg("could not serialize access due to concurrent update")));
+				result = table_tuple_lock(kr->rel, &row->tid, kr->snapshot,
+										  keys_lockslot(kr), kr->cid, lockmode,
+										  LockWaitBlock,
+										  TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
+										  &tmfd);
+				if (result == TM_Deleted)
+					return KEY_GONE;
+				if (result != TM_Ok)
+					elog(ERROR, "pg_idem: unexpected result %d locking an idempotency key",
+						 (int) result);
+				key_row_from_slot(kr->lockslot, row);
+				continue;		/* check again on the newest version */
+
+			case TM_Deleted:
+				if (IsolationUsesXactSnapshot())
+					ereport(ERROR,
+							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+							 errmsg("could not serialize access due to concurrent delete")));
+				return KEY_GONE;
+
+			default:
+				elog(ERROR, "pg_idem: unexpected result %d updating an idempotency key",
+					 (int) result);
+		}
+	}
+}
+
+/* complete, release, checkpoint: the current token, in progress, not expired */
+static bool
+check_held(KeyChange *change, const KeyRow *row)
+{
+	change->now = GetCurrentTimestamp();
+	return row->token == change->token && row->state == KEY_IN_PROGRESS &&
+		row->expires_at > change->now;
+}
+
+/* takeover: same token as read, released or lease ended, not expired */
+static bool
+check_takeover(KeyChange *change, const KeyRow *row)
+{
+	change->now = GetCurrentTimestamp();
+	return row->token == change->token && row->expires_at > change->now &&
+		(row->state == KEY_RELEASED ||
+		 (row->state == KEY_IN_PROGRESS && row->locked_until <= change->now));
+}
+
+/* reserve afresh: same token as read, expired */
+static bool
+check_expired(KeyChange *change, const KeyRow *row)
+{
+	change->now = GetCurrentTimestamp();
+	return row->token == change->token && row->expires_at <= change->now;
+}
+
+/* restart a lease just acquired: still our token */
+static bool
+check_token(KeyChange *change, const KeyRow *row)
+{
+	change->now = GetCurrentTimestamp();
+	return row->token == change->token;
+}
+
+/*
+ * Take over a released key or one whose lease ended: a new token and lease,
+ * keeping the fingerprint, recovery point and checkpoint.
+ */
+static void
+build_takeover(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
+{
+	const int  *col = keys_catalog.col;
+
+	key_acquire_times(change, change->now);
+	change->token = nextval_internal(keys_catalog.token_seqid, false);
+	values[col[KC_STATE]] = ObjectIdGetDatum(keys_catalog.state_oids[KEY_IN_PROGRESS]);
+	values[col[KC_TOKEN]] = Int64GetDatum(change->token);
+	values[col[KC_LOCKED_UNTIL]] = TimestampTzGetDatum(change->new_locked_until);
+	isnull[col[KC_LOCKED_UNTIL]] = false;
+	values[col[KC_TTL]] = IntervalPGetDatum(change->ttl);
+	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
+	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(change->new_expires_at);
+}
+
+/* Reserve an expired key as if it were new: everything but the key is reset. */
+static void
+build_afresh(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
+{
+	const int  *col = keys_catalog.col;
+
+	build_takeover(change, row, values, isnull);
+	values[col[KC_FINGERPRINT]] = PointerGetDatum(change->fingerprint);
+	isnull[col[KC_FINGERPRINT]] = (change->fingerprint == NULL);
+	isnull[col[KC_RESPONSE]] = true;
+	isnull[col[KC_STATUS]] = true;
+	isnull[col[KC_RECOVERY_POINT]] = true;
+	isnull[col[KC_CHECKPOINT]] = true;
+	values[col[KC_CREATED_AT]] = TimestampTzGetDatum(change->now);
+}
+
+/* Restart the lease of a key just acquired. */
+static void
+build_restart_lease(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
+{
+	const int  *col = keys_catalog.col;
+
+	key_acquire_times(change, change->now);
+	values[col[KC_LOCKED_UNTIL]] = TimestampTzGetDatum(change->new_locked_until);
+	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
+	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(change->new_expires_at);
+}
+
+/*
+ * Complete: store the response and status; the lease and the recovery
+ * state are dropped, and the key expires ttl after now.
+ */
+static void
+build_complete(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
+{
+	const int  *col = keys_catalog.col;
+
+	values[col[KC_STATE]] = ObjectIdGetDatum(keys_catalog.state_oids[KEY_COMPLETED]);
+	values[col[KC_RESPONSE]] = change->response;
+	isnull[col[KC_RESPONSE]] = change->response_null;
+	values[col[KC_STATUS]] = change->status;
+	isnull[col[KC_STATUS]] = change->status_null;
+	isnull[col[KC_LOCKED_UNTIL]] = true;
+	isnull[col[KC_RECOVERY_POINT]] = true;
+	isnull[col[KC_CHECKPOINT]] = true;
+	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
+	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
+													 add_interval(change->now, DatumGetIntervalP(row->values[col[KC_TTL]])));
+}
+
+/*
+ * Release: not held any more, but the fingerprint, token, recovery point
+ * and checkpoint stay for the next holder; the key expires ttl after now.
+ */
+static void
+build_release(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
+{
+	const int  *col = keys_catalog.col;
+
+	values[col[KC_STATE]] = ObjectIdGetDatum(keys_catalog.state_oids[KEY_RELEASED]);
+	isnull[col[KC_LOCKED_UNTIL]] = true;
+	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
+	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
+													 add_interval(change->now, DatumGetIntervalP(row->values[col[KC_TTL]])));
+}
+
+/* Checkpoint: record the recovery point and state, and renew the lease. */
+static void
+build_checkpoint(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
+{
+	const int  *col = keys_catalog.col;
+
+	change->new_locked_until = add_interval(change->now, change->lease);
+	values[col[KC_RECOVERY_POINT]] = change->recovery_point;
+	isnull[col[KC_RECOVERY_POINT]] = false;
+	values[col[KC_CHECKPOINT]] = change->checkpoint;
+	isnull[col[KC_CHECKPOINT]] = change->checkpoint_null;
+	values[col[KC_LOCKED_UNTIL]] = TimestampTzGetDatum(change->new_locked_until);
+	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
+	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
+													 add_interval(change->new_locked_until, DatumGetIntervalP(row->values[col[KC_TTL]])));
+}
+
 
 /*
  * Reserve an idempotency key (SPEC.md section 1).
@@ -462,219 +1130,201 @@ idem_reserve(PG_FUNCTION_ARGS)
 	text	   *scope = name_arg(fcinfo, 2, true);
 	Interval	lease_dflt = {(TimeOffset) idem_lease_ms * INT64CONST(1000), 0, 0};
 	Interval	ttl_dflt = {(TimeOffset) idem_ttl_s * USECS_PER_SEC, 0, 0};
-	Interval   *lease = interval_arg(fcinfo, 3, "lease", &lease_dflt);
-	Interval   *ttl = interval_arg(fcinfo, 4, "ttl", &ttl_dflt);
-	bytea	   *fingerprint = NULL;
-	MemoryContext callerctx = CurrentMemoryContext;
+	KeyChange	change;
+	KeysRel		kr;
+	KeyRow		row;
 	Datum		res[RES_NATTS];
 	bool		res_null[RES_NATTS];
-	Outcome		outcome = OUTCOME_ACQUIRED;
-	HeapTuple	result;
+	Outcome		outcome;
+	TimestampTz acquired_at = 0;
+	TupleDesc	desc;
+	Datum		result;
 
+	memset(&change, 0, sizeof(change));
+	change.lease = interval_arg(fcinfo, 3, "lease", &lease_dflt);
+	change.ttl = interval_arg(fcinfo, 4, "ttl", &ttl_dflt);
 	if (!PG_ARGISNULL(1))
 	{
-		fingerprint = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
-		SET_VARSIZE(fingerprint, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
-		idem_fingerprint_jsonb(PG_GETARG_JSONB_P(1), (uint8 *) VARDATA(fingerprint));
+		change.fingerprint = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+		SET_VARSIZE(change.fingerprint, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+		idem_fingerprint_jsonb(PG_GETARG_JSONB_P(1),
+							   (uint8 *) VARDATA(change.fingerprint));
 	}
 
+	keys_catalog_ensure();
+	desc = reservation_desc(fcinfo);
 	memset(res_null, true, sizeof(res_null));
-	keys_spi_connect();
+	keys_open(&kr, true);
 
 	for (;;)
 	{
-		TimestampTz now = GetCurrentTimestamp();
-		TimestampTz locked_until = add_interval(now, lease);
-		TimestampTz expires_at = add_interval(locked_until, ttl);
-		Datum		values[8];
-		char		nulls[8];
-		KeyRow		row;
-		bool		isnull;
-
-		CHECK_FOR_INTERRUPTS();
-
-		/* A new key?  Waits for a concurrent inserter of the same key. */
-		values[0] = PointerGetDatum(scope);
-		values[1] = PointerGetDatum(key);
-		values[2] = PointerGetDatum(fingerprint);
-		values[3] = TimestampTzGetDatum(locked_until);
-		values[4] = IntervalPGetDatum(ttl);
-		values[5] = TimestampTzGetDatum(now);
-		values[6] = TimestampTzGetDatum(expires_at);
-		memset(nulls, ' ', sizeof(nulls));
-		nulls[2] = fingerprint ? ' ' : 'n';
-		idem_plan_execute(&plan_insert, values, nulls, false, 0);
-		if (SPI_processed == 1)
+		/* A new key?  Waits for an uncommitted writer of the same key. */
+		if (key_insert(&kr, scope, key, &change))
 		{
 			outcome = OUTCOME_ACQUIRED;
-			res[RES_TOKEN] = SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull);
-			res_null[RES_TOKEN] = false;
-		}
-		else
-		{
-			/* It exists: decide from its state, as of now. */
-			if (!key_fetch(scope, key, &row))
-				continue;		/* deleted meanwhile: insert again */
-			now = GetCurrentTimestamp();
-			locked_until = add_interval(now, lease);
-			expires_at = add_interval(locked_until, ttl);
-			values[2] = Int64GetDatum(row.token);
-			nulls[2] = ' ';
-			values[3] = TimestampTzGetDatum(locked_until);
-			values[5] = TimestampTzGetDatum(now);
-			values[6] = TimestampTzGetDatum(expires_at);
-			values[7] = PointerGetDatum(fingerprint);
-			nulls[7] = fingerprint ? ' ' : 'n';
-
-			if (row.expires_at <= now)
-			{
-				/* Expired: as if absent, any request may have it. */
-				idem_plan_execute(&plan_afresh, values, nulls, false, 0);
-				if (SPI_processed != 1)
-					continue;	/* changed meanwhile: decide again */
-				outcome = OUTCOME_ACQUIRED;
-				res[RES_TOKEN] = SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 1, &isnull);
-				res_null[RES_TOKEN] = false;
-			}
-			else if (!fingerprints_equal(row.fingerprint, fingerprint))
-			{
-				ereport(ERROR,
-						(errcode(ERRCODE_IDEM_KEY_MISMATCH),
-						 errmsg("idempotency key \"%s\" was already used with a different request",
-								text_to_cstring(key)),
-						 errdetail("The key (scope \"%s\", %s) was reserved with request fingerprint %s; this request has fingerprint %s.",
-								   text_to_cstring(scope),
-								   key_state_words[row.state],
-								   fingerprint_to_cstring(row.fingerprint),
-								   fingerprint_to_cstring(fingerprint)),
-						 errhint("Use a new idempotency key for a different request.")));
-			}
-			else if (row.state == KEY_COMPLETED)
-			{
-				outcome = OUTCOME_REPLAY;
-				res[RES_RESPONSE] = row.response;
-				res_null[RES_RESPONSE] = row.response_null;
-				res[RES_STATUS] = row.status;
-				res_null[RES_STATUS] = row.status_null;
-				res[RES_EXPIRES_AT] = TimestampTzGetDatum(row.expires_at);
-				res_null[RES_EXPIRES_AT] = false;
-			}
-			else if (row.state == KEY_IN_PROGRESS && row.locked_until > now)
-			{
-				outcome = OUTCOME_IN_PROGRESS;
-				res[RES_LOCKED_UNTIL] = TimestampTzGetDatum(row.locked_until);
-				res_null[RES_LOCKED_UNTIL] = false;
-				res[RES_EXPIRES_AT] = TimestampTzGetDatum(row.expires_at);
-				res_null[RES_EXPIRES_AT] = false;
-			}
-			else
-			{
-				/* Released, or the lease ended: take it over. */
-				HeapTuple	tup;
-				TupleDesc	desc;
-
-				idem_plan_execute(&plan_takeover, values, nulls, false, 0);
-				if (SPI_processed != 1)
-					continue;	/* changed meanwhile: decide again */
-				outcome = OUTCOME_ACQUIRED;
-				tup = SPI_tuptable->vals[0];
-				desc = SPI_tuptable->tupdesc;
-				res[RES_TOKEN] = SPI_getbinval(tup, desc, 1, &isnull);
-				res_null[RES_TOKEN] = false;
-				res[RES_RECOVERY_POINT] = SPI_getbinval(tup, desc, 2,
-														&res_null[RES_RECOVERY_POINT]);
-				res[RES_CHECKPOINT] = SPI_getbinval(tup, desc, 3,
-													&res_null[RES_CHECKPOINT]);
-			}
+			break;
 		}
 
-		if (outcome == OUTCOME_ACQUIRED)
+		/* It exists: decide from its state, as of now. */
+		keys_snapshot(&kr);
+		if (!key_lookup(&kr, scope, key, &row))
+			continue;			/* deleted meanwhile: insert again */
+		change.now = GetCurrentTimestamp();
+
+		if (row.expires_at <= change.now)
 		{
-			/*
-			 * The lease counts from the moment the key was acquired.  If the
-			 * acquiring statement waited (for a concurrent transaction on the
-			 * same key), restart the lease now, or it would start short or
-			 * even already ended.
-			 */
-			TimestampTz acquired = GetCurrentTimestamp();
+			/* Expired: as if absent, whatever the request. */
+			change.token = row.token;
+			change.check = check_expired;
+			change.build = build_afresh;
+			if (key_update(&kr, &row, &change) != KEY_UPDATED)
+				continue;		/* changed meanwhile: decide again */
+			acquired_at = change.now;
+			outcome = OUTCOME_ACQUIRED;
+			break;
+		}
 
-			if (TimestampDifferenceExceeds(now, acquired, 1))
-			{
-				Datum		rvalues[6];
+		if (!fingerprints_equal(row.fingerprint, change.fingerprint))
+			ereport(ERROR,
+					(errcode(ERRCODE_IDEM_KEY_MISMATCH),
+					 errmsg("idempotency key \"%s\" was already used with a different request",
+							text_to_cstring(key)),
+					 errdetail("The key (scope \"%s\", %s) was reserved with request fingerprint %s; this request has fingerprint %s.",
+							   text_to_cstring(scope),
+							   key_state_words[row.state],
+							   fingerprint_to_cstring(row.fingerprint),
+							   fingerprint_to_cstring(change.fingerprint)),
+					 errhint("Use a new idempotency key for a different request.")));
 
-				locked_until = add_interval(acquired, lease);
-				expires_at = add_interval(locked_until, ttl);
-				rvalues[0] = PointerGetDatum(scope);
-				rvalues[1] = PointerGetDatum(key);
-				rvalues[2] = res[RES_TOKEN];
-				rvalues[3] = TimestampTzGetDatum(locked_until);
-				rvalues[4] = TimestampTzGetDatum(acquired);
-				rvalues[5] = TimestampTzGetDatum(expires_at);
-				idem_plan_execute(&plan_restart_lease, rvalues, NULL, false, 0);
-				if (SPI_processed != 1)
-					elog(ERROR, "pg_idem: lost idempotency key \"%s\" just acquired",
-						 text_to_cstring(key));
-			}
-			res[RES_LOCKED_UNTIL] = TimestampTzGetDatum(locked_until);
-			res_null[RES_LOCKED_UNTIL] = false;
-			res[RES_EXPIRES_AT] = TimestampTzGetDatum(expires_at);
+		if (row.state == KEY_COMPLETED)
+		{
+			const int  *col = keys_catalog.col;
+
+			outcome = OUTCOME_REPLAY;
+			res[RES_RESPONSE] = row.values[col[KC_RESPONSE]];
+			res_null[RES_RESPONSE] = row.isnull[col[KC_RESPONSE]];
+			res[RES_STATUS] = row.values[col[KC_STATUS]];
+			res_null[RES_STATUS] = row.isnull[col[KC_STATUS]];
+			res[RES_EXPIRES_AT] = TimestampTzGetDatum(row.expires_at);
 			res_null[RES_EXPIRES_AT] = false;
+			break;
+		}
+
+		if (row.state == KEY_IN_PROGRESS && row.locked_until > change.now)
+		{
+			outcome = OUTCOME_IN_PROGRESS;
+			res[RES_LOCKED_UNTIL] = TimestampTzGetDatum(row.locked_until);
+			res_null[RES_LOCKED_UNTIL] = false;
+			res[RES_EXPIRES_AT] = TimestampTzGetDatum(row.expires_at);
+			res_null[RES_EXPIRES_AT] = false;
+			break;
+		}
+
+		/* Released, or the lease ended: take it over. */
+		change.token = row.token;
+		change.check = check_takeover;
+		change.build = build_takeover;
+		if (key_update(&kr, &row, &change) != KEY_UPDATED)
+			continue;			/* changed meanwhile: decide again */
+		acquired_at = change.now;
+		outcome = OUTCOME_ACQUIRED;
+		{
+			/* kept as they were: the row version just replaced has them */
+			const int  *col = keys_catalog.col;
+
+			res[RES_RECOVERY_POINT] = row.values[col[KC_RECOVERY_POINT]];
+			res_null[RES_RECOVERY_POINT] = row.isnull[col[KC_RECOVERY_POINT]];
+			res[RES_CHECKPOINT] = row.values[col[KC_CHECKPOINT]];
+			res_null[RES_CHECKPOINT] = row.isnull[col[KC_CHECKPOINT]];
 		}
 		break;
 	}
 
-	/* Build the answer where the caller can see it, before SPI_finish. */
+	if (outcome == OUTCOME_ACQUIRED)
 	{
-		MemoryContext spictx = MemoryContextSwitchTo(callerctx);
-		TupleDesc	desc = reservation_desc(fcinfo);
+		/*
+		 * The lease counts from the moment the key was acquired.  If taking
+		 * it over had to wait (for a concurrent transaction on the same key),
+		 * restart the lease now, or it would start short or already ended.
+		 * (A new key's lease already starts after the conflict check.)
+		 */
+		if (acquired_at != 0 &&
+			TimestampDifferenceExceeds(acquired_at, GetCurrentTimestamp(),
+									   LEASE_RESTART_MS))
+		{
+			Datum		rp = res[RES_RECOVERY_POINT];
+			Datum		cp = res[RES_CHECKPOINT];
 
-		res[RES_OUTCOME] = ObjectIdGetDatum(keys_cache.outcome_oids[outcome]);
-		res_null[RES_OUTCOME] = false;
-		result = heap_form_tuple(desc, res, res_null);
-		MemoryContextSwitchTo(spictx);
+			/* the recovery state is copied out of the slot reused below */
+			if (!res_null[RES_RECOVERY_POINT])
+				rp = PointerGetDatum(PG_DETOAST_DATUM_COPY(rp));
+			if (!res_null[RES_CHECKPOINT])
+				cp = PointerGetDatum(PG_DETOAST_DATUM_COPY(cp));
+			keys_snapshot(&kr);
+			change.check = check_token;
+			change.build = build_restart_lease;
+			if (!key_lookup(&kr, scope, key, &row) ||
+				key_update(&kr, &row, &change) != KEY_UPDATED)
+				elog(ERROR, "pg_idem: lost idempotency key \"%s\" just acquired",
+					 text_to_cstring(key));
+			res[RES_RECOVERY_POINT] = rp;
+			res[RES_CHECKPOINT] = cp;
+		}
+		res[RES_TOKEN] = Int64GetDatum(change.token);
+		res_null[RES_TOKEN] = false;
+		res[RES_LOCKED_UNTIL] = TimestampTzGetDatum(change.new_locked_until);
+		res_null[RES_LOCKED_UNTIL] = false;
+		res[RES_EXPIRES_AT] = TimestampTzGetDatum(change.new_expires_at);
+		res_null[RES_EXPIRES_AT] = false;
 	}
 
-	SPI_finish();
-	PG_RETURN_DATUM(HeapTupleGetDatum(result));
+	/*
+	 * Build the answer while the row is still pinned (a replayed response
+	 * may point into it) and the snapshot is active (it may be TOASTed).
+	 */
+	res[RES_OUTCOME] = ObjectIdGetDatum(keys_catalog.outcome_oids[outcome]);
+	res_null[RES_OUTCOME] = false;
+	result = HeapTupleGetDatum(heap_form_tuple(desc, res, res_null));
+	keys_close(&kr);
+	PG_RETURN_DATUM(result);
 }
 
 /*
- * Run one of the holder's UPDATEs (complete, release, checkpoint), which
- * match only the key's current token in state in_progress.  When it matches
- * nothing, read the key again to raise the right error.  The UPDATE itself
- * is the decision: under READ COMMITTED, if it waited for a concurrent
- * takeover it re-checks the token on the new row version and matches
- * nothing, so a stale holder can never overwrite its successor.
+ * Apply a holder's change (complete, release, checkpoint) to the key: a
+ * compare-and-set update that matches only the key's current token in state
+ * in_progress, not expired.  Otherwise raise ID002 or ID003.
  */
 static void
-key_change(IdemPlan *plan, Datum *values, const char *nulls,
-		   text *scope, text *key, int64 token, TimestampTz now)
+holder_change(text *scope, text *key, KeyChange *change)
 {
-	for (;;)
-	{
-		CHECK_FOR_INTERRUPTS();
-		idem_plan_execute(plan, values, nulls, false, 0);
-		if (SPI_processed == 1)
-			return;
-		if (!key_explain_not_held(scope, key, token, now))
-			return;
-		/* held after all: committed after our UPDATE began; try again */
-	}
+	KeysRel		kr;
+	KeyRow		row;
+	KeyUpdateResult result;
+
+	change->check = check_held;
+	keys_catalog_ensure();
+	keys_open(&kr, false);
+	keys_snapshot(&kr);
+	if (!key_lookup(&kr, scope, key, &row))
+		result = KEY_GONE;
+	else
+		result = key_update(&kr, &row, change);
+	if (result != KEY_UPDATED)
+		raise_not_held(scope, key, change->token,
+					   result == KEY_GONE ? NULL : &row, change->now);
+	keys_close(&kr);
 }
 
 /*
- * Explain why a key is not held by token: raise ID003 (absent, expired,
- * completed or released by this token) or ID002 (another token).  Returns
- * true only when the key turns out to be held by token after all.
+ * Explain why a key is not held by token: ID003 when it is absent (or
+ * expired), or this token completed or released it; ID002 when the key has
+ * another token.
  */
-static bool
-key_explain_not_held(text *scope, text *key, int64 token, TimestampTz now)
+static void
+raise_not_held(text *scope, text *key, int64 token, const KeyRow *row,
+			   TimestampTz now)
 {
-	KeyRow		row;
-
-	if (!key_fetch(scope, key, &row))
+	if (row == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_IDEM_KEY_UNKNOWN),
 				 errmsg("idempotency key \"%s\" is not held", text_to_cstring(key)),
@@ -682,7 +1332,7 @@ key_explain_not_held(text *scope, text *key, int64 token, TimestampTz now)
 						   text_to_cstring(scope)),
 				 errhint("Call idem.reserve() first, and pass the token it returns.")));
 
-	if (row.expires_at <= now)
+	if (row->expires_at <= now)
 		ereport(ERROR,
 				(errcode(ERRCODE_IDEM_KEY_UNKNOWN),
 				 errmsg("idempotency key \"%s\" is not held", text_to_cstring(key)),
@@ -690,21 +1340,21 @@ key_explain_not_held(text *scope, text *key, int64 token, TimestampTz now)
 						   text_to_cstring(scope)),
 				 errhint("Call idem.reserve() again; expiry counts from the end of the lease, or from completion.")));
 
-	if (row.token != token)
+	if (row->token != token)
 		ereport(ERROR,
 				(errcode(ERRCODE_IDEM_TOKEN_STALE),
 				 errmsg("token " INT64_FORMAT " is not the current token of idempotency key \"%s\"",
 						token, text_to_cstring(key)),
-				 token < row.token ?
+				 token < row->token ?
 				 errdetail("The key (scope \"%s\") was taken over by a later reservation after this token's lease ended or it was released; the key is now %s.",
-						   text_to_cstring(scope), key_state_words[row.state]) :
+						   text_to_cstring(scope), key_state_words[row->state]) :
 				 errdetail("This key (scope \"%s\") never had this token; the key is %s.",
-						   text_to_cstring(scope), key_state_words[row.state]),
-				 token < row.token ?
+						   text_to_cstring(scope), key_state_words[row->state]),
+				 token < row->token ?
 				 errhint("Another worker now owns this request: stop working on it and do not retry with this token.") :
 				 errhint("Pass the token that idem.reserve() returned for this same key and scope.")));
 
-	if (row.state == KEY_COMPLETED)
+	if (row->state == KEY_COMPLETED)
 		ereport(ERROR,
 				(errcode(ERRCODE_IDEM_KEY_UNKNOWN),
 				 errmsg("idempotency key \"%s\" is not held", text_to_cstring(key)),
@@ -712,7 +1362,7 @@ key_explain_not_held(text *scope, text *key, int64 token, TimestampTz now)
 						   token, text_to_cstring(scope)),
 				 errhint("A completed key does not change; idem.reserve() with the same request replays its response.")));
 
-	if (row.state == KEY_RELEASED)
+	if (row->state == KEY_RELEASED)
 		ereport(ERROR,
 				(errcode(ERRCODE_IDEM_KEY_UNKNOWN),
 				 errmsg("idempotency key \"%s\" is not held", text_to_cstring(key)),
@@ -720,7 +1370,8 @@ key_explain_not_held(text *scope, text *key, int64 token, TimestampTz now)
 						   token, text_to_cstring(scope)),
 				 errhint("Call idem.reserve() to take the key over with a new token.")));
 
-	return true;
+	elog(ERROR, "pg_idem: idempotency key \"%s\" is held by token " INT64_FORMAT " but could not be changed",
+		 text_to_cstring(key), token);
 }
 
 /*
@@ -735,24 +1386,19 @@ Datum
 idem_complete(PG_FUNCTION_ARGS)
 {
 	text	   *key = name_arg(fcinfo, 0, false);
-	int64		token = token_arg(fcinfo, 1);
-	text	   *scope = name_arg(fcinfo, 4, true);
-	TimestampTz now = GetCurrentTimestamp();
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	KeyChange	change;
+	text	   *scope;
 
-	values[0] = PointerGetDatum(scope);
-	values[1] = PointerGetDatum(key);
-	values[2] = Int64GetDatum(token);
-	values[3] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-	nulls[3] = PG_ARGISNULL(2) ? 'n' : ' ';
-	values[4] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
-	nulls[4] = PG_ARGISNULL(3) ? 'n' : ' ';
-	values[5] = TimestampTzGetDatum(now);
+	memset(&change, 0, sizeof(change));
+	change.token = token_arg(fcinfo, 1);
+	scope = name_arg(fcinfo, 4, true);
+	change.response_null = PG_ARGISNULL(2);
+	change.response = change.response_null ? (Datum) 0 : PG_GETARG_DATUM(2);
+	change.status_null = PG_ARGISNULL(3);
+	change.status = change.status_null ? (Datum) 0 : PG_GETARG_DATUM(3);
+	change.build = build_complete;
 
-	keys_spi_connect();
-	key_change(&plan_complete, values, nulls, scope, key, token, now);
-	SPI_finish();
+	holder_change(scope, key, &change);
 	PG_RETURN_VOID();
 }
 
@@ -766,19 +1412,15 @@ Datum
 idem_release(PG_FUNCTION_ARGS)
 {
 	text	   *key = name_arg(fcinfo, 0, false);
-	int64		token = token_arg(fcinfo, 1);
-	text	   *scope = name_arg(fcinfo, 2, true);
-	TimestampTz now = GetCurrentTimestamp();
-	Datum		values[4];
+	KeyChange	change;
+	text	   *scope;
 
-	values[0] = PointerGetDatum(scope);
-	values[1] = PointerGetDatum(key);
-	values[2] = Int64GetDatum(token);
-	values[3] = TimestampTzGetDatum(now);
+	memset(&change, 0, sizeof(change));
+	change.token = token_arg(fcinfo, 1);
+	scope = name_arg(fcinfo, 2, true);
+	change.build = build_release;
 
-	keys_spi_connect();
-	key_change(&plan_release, values, NULL, scope, key, token, now);
-	SPI_finish();
+	holder_change(scope, key, &change);
 	PG_RETURN_VOID();
 }
 
@@ -793,33 +1435,34 @@ Datum
 idem_checkpoint(PG_FUNCTION_ARGS)
 {
 	text	   *key = name_arg(fcinfo, 0, false);
-	int64		token = token_arg(fcinfo, 1);
-	text	   *scope = name_arg(fcinfo, 4, true);
 	Interval	lease_dflt = {(TimeOffset) idem_lease_ms * INT64CONST(1000), 0, 0};
-	Interval   *lease = interval_arg(fcinfo, 5, "lease", &lease_dflt);
-	TimestampTz now = GetCurrentTimestamp();
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	KeyChange	change;
+	text	   *scope;
 
+	memset(&change, 0, sizeof(change));
+	change.token = token_arg(fcinfo, 1);
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("recovery point must not be null"),
 				 errhint("Pass a label for the step the work has reached, such as 'card_charged'.")));
+	change.recovery_point = PG_GETARG_DATUM(2);
+	change.checkpoint_null = PG_ARGISNULL(3);
+	change.checkpoint = change.checkpoint_null ? (Datum) 0 : PG_GETARG_DATUM(3);
+	scope = name_arg(fcinfo, 4, true);
+	change.lease = interval_arg(fcinfo, 5, "lease", &lease_dflt);
+	change.build = build_checkpoint;
 
-	values[0] = PointerGetDatum(scope);
-	values[1] = PointerGetDatum(key);
-	values[2] = Int64GetDatum(token);
-	values[3] = PG_GETARG_DATUM(2);
-	values[4] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
-	nulls[4] = PG_ARGISNULL(3) ? 'n' : ' ';
-	values[5] = TimestampTzGetDatum(add_interval(now, lease));
-	values[6] = TimestampTzGetDatum(now);
-
-	keys_spi_connect();
-	key_change(&plan_checkpoint, values, nulls, scope, key, token, now);
-	SPI_finish();
+	holder_change(scope, key, &change);
 	PG_RETURN_VOID();
+}
+
+/* Connect to SPI; only a bug can make it fail. */
+static void
+keys_spi_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_idem: SPI_connect failed");
 }
 
 /*
@@ -892,94 +1535,4 @@ idem_purge(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("max_rows must not be null")));
 	PG_RETURN_INT64(idem_keys_purge(PG_GETARG_INT32(0)));
-}
-
-/* Syscache callback: any pg_type change may have changed what we cached. */
-static void
-keys_cache_reset(Datum arg, int cacheid, uint32 hashvalue)
-{
-	keys_cache.valid = false;
-	keys_cache.state_typid = InvalidOid;
-}
-
-/* Look up the pg_enum OIDs of an enum type's labels. */
-static void
-enum_label_oids(Oid typid, const char *const *labels, int n, Oid *oids)
-{
-	for (int i = 0; i < n; i++)
-	{
-		oids[i] = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
-								  ObjectIdGetDatum(typid),
-								  CStringGetDatum(labels[i]));
-		if (!OidIsValid(oids[i]))
-			elog(ERROR, "pg_idem: enum type %u has no label \"%s\"",
-				 typid, labels[i]);
-	}
-}
-
-/* Decode a stored idem.key_state value (a pg_enum OID). */
-static KeyState
-state_from_datum(Oid typid, Datum d)
-{
-	Oid			oid = DatumGetObjectId(d);
-
-	if (keys_cache.state_typid != typid)
-	{
-		keys_cache.state_typid = InvalidOid;
-		enum_label_oids(typid, key_state_labels, KEY_NSTATES, keys_cache.state_oids);
-		keys_cache.state_typid = typid;
-		if (!keys_cache_callback_registered)
-		{
-			CacheRegisterSyscacheCallback(TYPEOID, keys_cache_reset, (Datum) 0);
-			keys_cache_callback_registered = true;
-		}
-	}
-	for (int i = 0; i < KEY_NSTATES; i++)
-		if (keys_cache.state_oids[i] == oid)
-			return (KeyState) i;
-	elog(ERROR, "pg_idem: unexpected idempotency key state %u", oid);
-	pg_unreachable();
-}
-
-/*
- * The descriptor of idem.reservation, and the OIDs of idem.outcome's
- * labels, looked up on first use and kept for the backend's life.  Called
- * right before the answer is formed (no catalog access can happen between
- * this and the use of the descriptor).
- */
-static TupleDesc
-reservation_desc(FunctionCallInfo fcinfo)
-{
-	if (!keys_cache.valid || keys_cache.reserve_fn_oid != fcinfo->flinfo->fn_oid)
-	{
-		MemoryContext oldctx;
-		TupleDesc	desc;
-
-		if (keys_cache.reservation_desc != NULL)
-		{
-			FreeTupleDesc(keys_cache.reservation_desc);
-			keys_cache.reservation_desc = NULL;
-		}
-
-		if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-			elog(ERROR, "pg_idem: idem.reserve() must return a composite type");
-		oldctx = MemoryContextSwitchTo(TopMemoryContext);
-		desc = CreateTupleDescCopy(desc);
-		MemoryContextSwitchTo(oldctx);
-		if (desc->natts != RES_NATTS)
-			elog(ERROR, "pg_idem: idem.reservation has %d attributes, expected %d",
-				 desc->natts, RES_NATTS);
-
-		enum_label_oids(TupleDescAttr(desc, RES_OUTCOME)->atttypid,
-						outcome_labels, OUTCOME_N, keys_cache.outcome_oids);
-		keys_cache.reservation_desc = desc;
-		keys_cache.reserve_fn_oid = fcinfo->flinfo->fn_oid;
-		keys_cache.valid = true;
-		if (!keys_cache_callback_registered)
-		{
-			CacheRegisterSyscacheCallback(TYPEOID, keys_cache_reset, (Datum) 0);
-			keys_cache_callback_registered = true;
-		}
-	}
-	return keys_cache.reservation_desc;
 }
