@@ -57,8 +57,12 @@ SELECT idem.finish_batch('billing', 1);
 SELECT batch_id, id, payload FROM idem.next_batch('billing');
 SELECT idem.finish_batch('billing', 2);
 
--- Nothing new: no rows, and no batch is opened.
+-- Nothing new: no rows, and no batch is opened.  Such an idle poll writes
+-- nothing at all (no transaction id, no WAL), so a relay may poll often.
+BEGIN;
 SELECT * FROM idem.next_batch('billing');
+SELECT pg_current_xact_id_if_assigned() IS NULL AS wrote_nothing;
+COMMIT;
 SELECT batch_id FROM idem.consumers WHERE name = 'billing';
 
 -- A batch is finished once: finishing it again is ID021.

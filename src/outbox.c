@@ -9,25 +9,30 @@
  * writing transaction as a top-level xid8.
  *
  * Delivery follows transaction visibility, as in PgQ, but without a ticker
- * daemon: each consumer keeps the snapshot up to which it has finished
- * (P).  When it asks for events, next_batch takes a fresh snapshot C, and
- * the window (P, C) is the set of events whose xid is visible in C and was
- * not visible in P.  Both snapshots are fixed, and a transaction visible in
- * C has written all its rows, so the set is fixed too: walking it in
- * (xid, id) order with a cursor across successive batches is exact, and a
- * transaction that commits late simply falls into a later window.  When the
- * window is exhausted, P := C.  Nothing relies on id order, which is what
- * makes `id > last_id` lose events of long transactions.
+ * daemon: each consumer keeps the snapshot up to which it has finished (P).
+ * When it asks for events, next_batch takes a fresh snapshot C, and the
+ * window (P, C) is the set of events whose xid is visible in C and was not
+ * visible in P.  Both snapshots are fixed, and a transaction visible in C has
+ * written all its rows, so the set is fixed too: walking it in id order with
+ * an id cursor across successive batches is exact, and a transaction that
+ * commits late simply falls into a later window.  When the window is
+ * exhausted, P := C.  Nothing relies on ids growing with commit order, which
+ * is what makes `id > last_id` lose the events of long transactions.
  *
- * The walk never touches events outside the window: every event of the
- * window has either xid in [P.xmax, C.xmax) -- one range of the (xid, id)
- * index -- or an xid that was in progress at P and is visible in C (a short
- * list, PgQ's "IN list", looked up by equality).  So a batch costs its own
- * rows, not the retained history nor the rest of the window.
+ * The walk never wades through events outside the window.  When a window
+ * opens, one index-only pass over its entries in the (xid, id) index finds
+ * the smallest and largest event id in it: every event of the window has
+ * either an xid in [P.xmax, C.xmax) -- one range of that index -- or an xid
+ * that was running at P and is finished at C (a short list, PgQ's "IN
+ * list", probed by equality).  Batches then walk the primary key, which
+ * carries the xid, from the cursor up to that largest id, skipping entries
+ * of other windows on the index tuple alone.  So a batch costs its own rows,
+ * not the retained history, not the rest of the window.
  *
- * Each consumer locks only its own row of idem.consumers; emitters never
- * touch that table.  Trimming deletes events whose xid is visible in every
- * consumer's P, in bounded batches.
+ * Each consumer locks only its own row of idem.consumers, and only when
+ * there is something to do; emitters never touch that table.  Trimming
+ * deletes events whose xid is visible in every consumer's P, in bounded
+ * batches.
  *
  * IDENTIFICATION
  *	  src/outbox.c
@@ -57,6 +62,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -71,6 +77,9 @@
 
 /* The channel emit() notifies; the payload is the topic. */
 #define OUTBOX_CHANNEL "idem_outbox"
+
+/* idem.outbox_notify */
+bool		idem_outbox_notify = true;
 
 /*
  * The in-memory layout of a pg_snapshot value (xid8funcs.c keeps it
@@ -90,13 +99,6 @@ typedef struct OutboxSnapshot
 #define OUTBOX_SNAPSHOT_SIZE(n) \
 	(offsetof(OutboxSnapshot, xip) + sizeof(FullTransactionId) * (n))
 
-/* A position in a window's (xid, id) order. */
-typedef struct OutboxPos
-{
-	FullTransactionId xid;
-	int64		id;
-} OutboxPos;
-
 /* Attribute numbers of idem.outbox's columns, looked up by name. */
 typedef struct OutboxAttrs
 {
@@ -109,20 +111,21 @@ typedef struct OutboxAttrs
 } OutboxAttrs;
 
 /*
- * A walk of idem.outbox's (xid, id) index.  Each entry's xid and id are read
- * from the index tuple, so entries outside a window are skipped without
- * visiting the heap; the heap is fetched, under an MVCC snapshot, only for
- * the entries kept.
+ * Walks of idem.outbox's two indexes: the primary key (id) INCLUDE (xid),
+ * walked in id order, and (xid, id), walked by xid.  Both carry the xid, so
+ * entries outside a window are skipped on the index tuple; the heap is
+ * fetched, under an MVCC snapshot, only for the entries kept.
  */
 typedef struct OutboxScan
 {
 	Relation	heap;
-	Relation	index;
+	Relation	pkey;			/* outbox_pkey: (id) INCLUDE (xid) */
+	Relation	byxid;			/* outbox_xid_id_idx: (xid, id) */
 	Snapshot	snapshot;
-	IndexScanDesc scan;
+	IndexScanDesc scan;			/* the walk in progress */
 	TupleTableSlot *slot;
 	OutboxAttrs att;
-	ScanKeyData keys[3];
+	ScanKeyData keys[2];
 } OutboxScan;
 
 /* A topic filter: NULL (every topic) or a list of names. */
@@ -132,12 +135,14 @@ typedef struct TopicFilter
 	text	  **names;
 } TopicFilter;
 
-/* One fetched event: its id (to sort the batch) and a copy of its row. */
-typedef struct OutboxRow
+/* A window: the events of (prev, window), ids after done up to last. */
+typedef struct Window
 {
-	OutboxPos	pos;
-	HeapTuple	tuple;
-} OutboxRow;
+	const OutboxSnapshot *prev;
+	const OutboxSnapshot *window;
+	int64		done;
+	int64		last;
+} Window;
 
 /* A consumer's row of idem.consumers, as next_batch() reads it. */
 typedef struct ConsumerState
@@ -146,13 +151,15 @@ typedef struct ConsumerState
 	OutboxSnapshot *prev;
 	Datum		window_datum;	/* window_snapshot: C, when a window is open */
 	OutboxSnapshot *window;
-	bool		has_done;		/* window_done_* set? */
-	OutboxPos	done;
+	int64		done_id;		/* window_done_id */
+	int64		last_id;		/* window_last_id */
 	bool		has_batch;		/* an open batch? */
 	int64		batch_id;
-	OutboxPos	batch_to;
+	int64		batch_last_id;
 	TopicFilter *batch_topics;
 	TopicFilter *topics;
+	Datum		topics_datum;	/* topics as stored, to compare states */
+	bool		topics_null;
 } ConsumerState;
 
 static IdemPlan emit_plan = {
@@ -185,28 +192,36 @@ static IdemPlan unsubscribe_plan = {
 	1, {TEXTOID}
 };
 
+#define CONSUMER_COLUMNS \
+	"c.snapshot, c.window_snapshot, c.window_done_id, c.window_last_id, " \
+	"c.batch_id, c.batch_last_id, c.batch_topics, c.topics"
+
+static IdemPlan read_plan = {
+	"SELECT " CONSUMER_COLUMNS " FROM idem.consumers c "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
 static IdemPlan lock_plan = {
-	"SELECT c.snapshot, c.window_snapshot, c.window_done_xid, c.window_done_id, "
-	"c.batch_id, c.batch_xid, c.batch_last_id, c.batch_topics, c.topics "
-	"FROM idem.consumers c WHERE c.name OPERATOR(pg_catalog.=) $1 "
-	"FOR NO KEY UPDATE",
+	"SELECT " CONSUMER_COLUMNS " FROM idem.consumers c "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
 	1, {TEXTOID}
 };
 
 static IdemPlan open_plan = {
 	"UPDATE idem.consumers c SET snapshot = $2, window_snapshot = $3, "
-	"window_done_xid = $4, window_done_id = $5, "
+	"window_done_id = $4, window_last_id = $5, "
 	"batch_id = pg_catalog.nextval('idem.outbox_batch_seq'::pg_catalog.regclass), "
-	"batch_xid = $6, batch_last_id = $7, batch_topics = c.topics, "
-	"batch_ends_window = $8, batch_events = $9, batch_opened_at = pg_catalog.now() "
+	"batch_last_id = $6, batch_topics = c.topics, batch_ends_window = $7, "
+	"batch_events = $8, batch_opened_at = pg_catalog.now() "
 	"WHERE c.name OPERATOR(pg_catalog.=) $1 RETURNING c.batch_id",
-	9, {TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, XID8OID, INT8OID,
-		XID8OID, INT8OID, BOOLOID, INT4OID}
+	8, {TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, INT8OID, INT8OID, INT8OID,
+		BOOLOID, INT4OID}
 };
 
 static IdemPlan advance_plan = {
 	"UPDATE idem.consumers c SET snapshot = $2, window_snapshot = NULL, "
-	"window_done_xid = NULL, window_done_id = NULL "
+	"window_done_id = NULL, window_last_id = NULL "
 	"WHERE c.name OPERATOR(pg_catalog.=) $1",
 	2, {TEXTOID, PG_SNAPSHOTOID}
 };
@@ -215,9 +230,9 @@ static IdemPlan finish_plan = {
 	"UPDATE idem.consumers c SET "
 	"snapshot = CASE WHEN c.batch_ends_window THEN c.window_snapshot ELSE c.snapshot END, "
 	"window_snapshot = CASE WHEN c.batch_ends_window THEN NULL ELSE c.window_snapshot END, "
-	"window_done_xid = CASE WHEN c.batch_ends_window THEN NULL ELSE c.batch_xid END, "
 	"window_done_id = CASE WHEN c.batch_ends_window THEN NULL ELSE c.batch_last_id END, "
-	"batch_id = NULL, batch_xid = NULL, batch_last_id = NULL, batch_topics = NULL, "
+	"window_last_id = CASE WHEN c.batch_ends_window THEN NULL ELSE c.window_last_id END, "
+	"batch_id = NULL, batch_last_id = NULL, batch_topics = NULL, "
 	"batch_ends_window = NULL, batch_opened_at = NULL, finished_at = pg_catalog.now() "
 	"WHERE c.name OPERATOR(pg_catalog.=) $1 AND c.batch_id OPERATOR(pg_catalog.=) $2 "
 	"RETURNING c.batch_events",
@@ -248,34 +263,34 @@ static bool snapshot_sees(const OutboxSnapshot *s, FullTransactionId xid);
 static OutboxSnapshot *snapshot_without_self(OutboxSnapshot *s);
 static OutboxSnapshot *snapshot_take(void);
 static OutboxSnapshot *snapshot_empty_at(FullTransactionId xid);
-static bool pos_less(OutboxPos a, OutboxPos b);
-static OutboxPos window_end(const OutboxSnapshot *window);
+static FullTransactionId fxid_before(FullTransactionId xid);
 static void scan_begin(OutboxScan *s);
-static void scan_range(OutboxScan *s, FullTransactionId lo, FullTransactionId hi,
-					   bool has_after, int64 after_id);
-static bool scan_next(OutboxScan *s, OutboxPos *pos);
+static void scan_by_xid(OutboxScan *s, FullTransactionId lo, FullTransactionId hi);
+static void scan_by_id(OutboxScan *s, int64 after, int64 last);
+static bool scan_next(OutboxScan *s, FullTransactionId *xid, int64 *id);
 static bool scan_fetch(OutboxScan *s);
+static void scan_end_walk(OutboxScan *s);
 static void scan_end(OutboxScan *s);
 static TopicFilter *topic_filter(Datum topics, bool isnull);
 static bool topic_matches(const TopicFilter *tf, Datum topic);
-static int64 collect(OutboxScan *s, OutboxPos from, OutboxPos to,
-					 const OutboxSnapshot *window, const TopicFilter *tf,
-					 int64 limit, OutboxRow **rows, int64 n, int64 *cap);
-static int64 walk(OutboxScan *s, OutboxPos from, FullTransactionId hi,
-				  OutboxPos to, const OutboxSnapshot *window,
-				  const TopicFilter *tf, int64 limit, OutboxRow **rows,
-				  int64 n, int64 *cap);
-static int64 fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
-						  const OutboxSnapshot *window, OutboxPos from,
-						  OutboxPos to, const TopicFilter *tf, int64 limit,
-						  OutboxRow **rows);
-static bool lock_consumer(text *consumer, ConsumerState *st);
+static bool window_bounds(OutboxScan *s, const OutboxSnapshot *prev,
+						  const OutboxSnapshot *window, int64 *first,
+						  int64 *last);
+static int64 fetch_window(OutboxScan *s, const Window *w, int64 upto,
+						  const TopicFilter *tf, int64 limit,
+						  HeapTuple **rows, int64 *last_kept);
+static bool read_consumer(text *consumer, ConsumerState *st, bool lock);
+static bool same_start(const ConsumerState *a, const ConsumerState *b);
 static void report_consumer_unknown(text *consumer);
-static int	row_id_cmp(const void *a, const void *b);
 static Tuplestorestate *begin_materialize(FunctionCallInfo fcinfo,
 										  TupleDesc *tupdesc);
 static void put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
-					  int64 batch_id, OutboxRow *rows, int64 n);
+					  int64 batch_id, HeapTuple *rows, int64 n);
+static void advance(text *consumer, Datum snapshot);
+static bool try_open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
+						   int32 max_events, Tuplestorestate *ts,
+						   TupleDesc tupdesc);
+static void trim_add(Datum **ids, int *n, int *max, int64 id);
 
 /*
  * Read a consumer or topic name argument: NULL raises 22004, an empty or
@@ -446,32 +461,17 @@ snapshot_empty_at(FullTransactionId xid)
 	return r;
 }
 
-/* (xid, id) order */
-static bool
-pos_less(OutboxPos a, OutboxPos b)
+/* xid - 1 (xids in snapshots are never 0) */
+static FullTransactionId
+fxid_before(FullTransactionId xid)
 {
-	if (FullTransactionIdPrecedes(a.xid, b.xid))
-		return true;
-	if (FullTransactionIdPrecedes(b.xid, a.xid))
-		return false;
-	return a.id < b.id;
-}
-
-/* The last position a window can hold: every xid it sees is below xmax. */
-static OutboxPos
-window_end(const OutboxSnapshot *window)
-{
-	OutboxPos	p;
-
-	p.xid = FullTransactionIdFromU64(U64FromFullTransactionId(window->xmax) - 1);
-	p.id = PG_INT64_MAX;
-	return p;
+	return FullTransactionIdFromU64(U64FromFullTransactionId(xid) - 1);
 }
 
 /*
- * Open idem.outbox and its (xid, id) index for a walk, under a snapshot at
- * least as new as any window snapshot taken before (a fresh one under READ
- * COMMITTED, the transaction's under REPEATABLE READ, which is then also
+ * Open idem.outbox and its indexes for walks, under a snapshot at least as
+ * new as any window snapshot taken before (a fresh one under READ
+ * COMMITTED; under REPEATABLE READ the transaction's, which is then also
  * the window's): every event of a window is visible to the walk.
  */
 static void
@@ -479,14 +479,19 @@ scan_begin(OutboxScan *s)
 {
 	Oid			nsp = get_namespace_oid("idem", false);
 	Oid			relid = get_relname_relid("outbox", nsp);
-	Oid			indid = get_relname_relid("outbox_xid_id_idx", nsp);
+	Oid			pkeyid = get_relname_relid("outbox_pkey", nsp);
+	Oid			byxidid = get_relname_relid("outbox_xid_id_idx", nsp);
 	TupleDesc	desc;
 
-	if (!OidIsValid(relid) || !OidIsValid(indid))
-		elog(ERROR, "pg_idem: idem.outbox or its index outbox_xid_id_idx is missing");
+	if (!OidIsValid(relid) || !OidIsValid(pkeyid) || !OidIsValid(byxidid))
+		elog(ERROR, "pg_idem: idem.outbox or one of its indexes is missing");
 
 	s->heap = table_open(relid, AccessShareLock);
-	s->index = index_open(indid, AccessShareLock);
+	s->pkey = index_open(pkeyid, AccessShareLock);
+	s->byxid = index_open(byxidid, AccessShareLock);
+	if (IndexRelationGetNumberOfAttributes(s->pkey) != 2 ||
+		IndexRelationGetNumberOfAttributes(s->byxid) != 2)
+		elog(ERROR, "pg_idem: the indexes of idem.outbox do not have the expected columns");
 
 	memset(&s->att, 0, sizeof(s->att));
 	desc = RelationGetDescr(s->heap);
@@ -516,53 +521,58 @@ scan_begin(OutboxScan *s)
 
 	s->snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	s->slot = table_slot_create(s->heap, NULL);
-	s->scan = index_beginscan(s->heap, s->index, s->snapshot, 3, 0);
-	s->scan->xs_want_itup = true;
+	s->scan = NULL;
 }
 
-/*
- * (Re)start the walk at the entries with lo <= xid <= hi and, when
- * after_id is given, id > after_id, in (xid, id) order.  The id key makes
- * the btree start inside a transaction's group of entries instead of at its
- * beginning: one transaction that wrote 200k events must not be re-walked
- * from its first event by every batch.
- */
+/* Walk the (xid, id) index over lo <= xid <= hi, in (xid, id) order. */
 static void
-scan_range(OutboxScan *s, FullTransactionId lo, FullTransactionId hi,
-		   bool has_after, int64 after_id)
+scan_by_xid(OutboxScan *s, FullTransactionId lo, FullTransactionId hi)
 {
+	scan_end_walk(s);
 	ScanKeyInit(&s->keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE,
 				FullTransactionIdGetDatum(lo));
 	ScanKeyInit(&s->keys[1], 1, BTLessEqualStrategyNumber, F_XID8LE,
 				FullTransactionIdGetDatum(hi));
-	if (has_after)
-		ScanKeyInit(&s->keys[2], 2, BTGreaterStrategyNumber, F_INT8GT,
-					Int64GetDatum(after_id));
-	else
-		ScanKeyInit(&s->keys[2], 2, BTGreaterEqualStrategyNumber, F_INT8GE,
-					Int64GetDatum(PG_INT64_MIN));
-	index_rescan(s->scan, s->keys, 3, NULL, 0);
+	s->scan = index_beginscan(s->heap, s->byxid, s->snapshot, 2, 0);
+	s->scan->xs_want_itup = true;
+	index_rescan(s->scan, s->keys, 2, NULL, 0);
 }
 
-/* The next index entry's (xid, id), without visiting the heap. */
+/* Walk the primary key over after < id <= last, in id order. */
+static void
+scan_by_id(OutboxScan *s, int64 after, int64 last)
+{
+	scan_end_walk(s);
+	ScanKeyInit(&s->keys[0], 1, BTGreaterStrategyNumber, F_INT8GT,
+				Int64GetDatum(after));
+	ScanKeyInit(&s->keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE,
+				Int64GetDatum(last));
+	s->scan = index_beginscan(s->heap, s->pkey, s->snapshot, 2, 0);
+	s->scan->xs_want_itup = true;
+	index_rescan(s->scan, s->keys, 2, NULL, 0);
+}
+
+/* The next index entry's xid and id, without visiting the heap. */
 static bool
-scan_next(OutboxScan *s, OutboxPos *pos)
+scan_next(OutboxScan *s, FullTransactionId *xid, int64 *id)
 {
 	IndexTuple	itup;
+	TupleDesc	desc;
 	bool		isnull;
+	bool		by_id = (s->scan->indexRelation == s->pkey);
 
 	if (index_getnext_tid(s->scan, ForwardScanDirection) == NULL)
 		return false;
 	itup = s->scan->xs_itup;
-	pos->xid = DatumGetFullTransactionId(index_getattr(itup, 1, s->scan->xs_itupdesc,
-													   &isnull));
-	pos->id = DatumGetInt64(index_getattr(itup, 2, s->scan->xs_itupdesc, &isnull));
+	desc = s->scan->xs_itupdesc;
+	*id = DatumGetInt64(index_getattr(itup, by_id ? 1 : 2, desc, &isnull));
+	*xid = DatumGetFullTransactionId(index_getattr(itup, by_id ? 2 : 1, desc, &isnull));
 	return true;
 }
 
 /*
  * Fetch the current entry's row into s->slot; false when the snapshot does
- * not see it (its transaction aborted, or has not committed yet).
+ * not see it (its transaction aborted, or the row was trimmed).
  */
 static bool
 scan_fetch(OutboxScan *s)
@@ -571,12 +581,21 @@ scan_fetch(OutboxScan *s)
 }
 
 static void
+scan_end_walk(OutboxScan *s)
+{
+	if (s->scan != NULL)
+		index_endscan(s->scan);
+	s->scan = NULL;
+}
+
+static void
 scan_end(OutboxScan *s)
 {
-	index_endscan(s->scan);
+	scan_end_walk(s);
 	ExecDropSingleTupleTableSlot(s->slot);
 	UnregisterSnapshot(s->snapshot);
-	index_close(s->index, NoLock);
+	index_close(s->byxid, NoLock);
+	index_close(s->pkey, NoLock);
 	table_close(s->heap, NoLock);
 }
 
@@ -622,130 +641,113 @@ topic_matches(const TopicFilter *tf, Datum topic)
 }
 
 /*
- * Walk the current range of the scan, appending to rows (n so far, *cap
- * allocated) the events after `from` and not after `to` that the window's
- * snapshot sees (when window is not NULL) and that match the topics, until
- * there are limit of them.  Returns the new count.
- */
-static int64
-collect(OutboxScan *s, OutboxPos from, OutboxPos to,
-		const OutboxSnapshot *window, const TopicFilter *tf,
-		int64 limit, OutboxRow **rows, int64 n, int64 *cap)
-{
-	OutboxPos	pos;
-
-	while (n < limit && scan_next(s, &pos))
-	{
-		bool		isnull;
-
-		CHECK_FOR_INTERRUPTS();
-		if (!pos_less(from, pos))
-			continue;
-		if (pos_less(to, pos))
-			break;
-		if (window != NULL && !snapshot_sees(window, pos.xid))
-			continue;
-		if (!scan_fetch(s))
-			continue;
-		if (tf != NULL && !topic_matches(tf, slot_getattr(s->slot, s->att.topic, &isnull)))
-			continue;
-
-		if (n >= *cap)
-		{
-			*cap = Max(*cap * 2, 64);
-			*rows = *rows ? repalloc_huge(*rows, *cap * sizeof(OutboxRow))
-				: palloc_extended(*cap * sizeof(OutboxRow), MCXT_ALLOC_HUGE);
-		}
-		(*rows)[n].pos = pos;
-		(*rows)[n].tuple = ExecCopySlotHeapTuple(s->slot);
-		n++;
-	}
-	return n;
-}
-
-/*
- * Collect the events after `from` whose xid is at most hi (and that are not
- * after `to`; see collect()).  Positioned in two steps when `from` is inside
- * a transaction's group: the rest of that group, then the following xids.
- * An id of PG_INT64_MIN in `from` stands for "the whole group".
- */
-static int64
-walk(OutboxScan *s, OutboxPos from, FullTransactionId hi, OutboxPos to,
-	 const OutboxSnapshot *window, const TopicFilter *tf, int64 limit,
-	 OutboxRow **rows, int64 n, int64 *cap)
-{
-	if (n >= limit || FullTransactionIdFollows(from.xid, hi))
-		return n;
-	if (from.id != PG_INT64_MIN)
-	{
-		scan_range(s, from.xid, from.xid, true, from.id);
-		n = collect(s, from, to, window, tf, limit, rows, n, cap);
-		if (n >= limit || !FullTransactionIdPrecedes(from.xid, hi))
-			return n;
-		from.xid = FullTransactionIdFromU64(U64FromFullTransactionId(from.xid) + 1);
-		from.id = PG_INT64_MIN;
-	}
-	scan_range(s, from.xid, hi, false, 0);
-	return collect(s, from, to, window, tf, limit, rows, n, cap);
-}
-
-/*
- * Fetch, in (xid, id) order, up to limit events of the window (prev, window)
- * after `from` and not after `to`, among the filter's topics.
+ * Find the smallest and largest event id of the window (prev, window), or
+ * return false when the window holds no event at all.
  *
- * The window's events come in two parts, and the first precedes the second
- * in (xid, id) order because prev's running xids are all below prev.xmax:
- * the "revived" transactions, running at prev and finished at window,
- * probed one xid at a time; then the range [prev.xmax, window.xmax),
- * filtered by visibility in the window's snapshot.  Events visible in prev
- * (finished) are never read, and events of the range not yet visible in
- * window are skipped on their index entry, without visiting the heap.
+ * The window's entries are those of the transactions running at prev and
+ * finished at window (probed one xid at a time), and those of the range
+ * [prev.xmax, window.xmax) that window sees.  This reads index entries
+ * only, once per window; it may count entries of aborted transactions,
+ * which merely widen the bounds.
+ */
+static bool
+window_bounds(OutboxScan *s, const OutboxSnapshot *prev,
+			  const OutboxSnapshot *window, int64 *first, int64 *last)
+{
+	bool		found = false;
+	FullTransactionId xid;
+	int64		id;
+
+	for (uint32 i = 0; i < prev->nxip; i++)
+	{
+		if (!snapshot_sees(window, prev->xip[i]))
+			continue;
+		scan_by_xid(s, prev->xip[i], prev->xip[i]);
+		while (scan_next(s, &xid, &id))
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (!found || id < *first)
+				*first = id;
+			if (!found || id > *last)
+				*last = id;
+			found = true;
+		}
+	}
+
+	if (FullTransactionIdPrecedes(prev->xmax, window->xmax))
+	{
+		scan_by_xid(s, prev->xmax, fxid_before(window->xmax));
+		while (scan_next(s, &xid, &id))
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (!snapshot_sees(window, xid))
+				continue;
+			if (!found || id < *first)
+				*first = id;
+			if (!found || id > *last)
+				*last = id;
+			found = true;
+		}
+	}
+	scan_end_walk(s);
+	return found;
+}
+
+/*
+ * Fetch, in id order, up to limit events of the window w after w->done and
+ * up to upto, among the filter's topics: a walk of the primary key that
+ * keeps the entries whose xid the window sees and its previous snapshot did
+ * not.  Returns the count and the id of the last row kept; the rows are
+ * copies in SPI memory.
  */
 static int64
-fetch_window(OutboxScan *s, const OutboxSnapshot *prev,
-			 const OutboxSnapshot *window, OutboxPos from, OutboxPos to,
-			 const TopicFilter *tf, int64 limit, OutboxRow **rows)
+fetch_window(OutboxScan *s, const Window *w, int64 upto,
+			 const TopicFilter *tf, int64 limit,
+			 HeapTuple **rows, int64 *last_kept)
 {
-	OutboxPos	range_start;
+	FullTransactionId xid;
+	int64		id;
 	int64		n = 0,
 				cap = 0;
 
 	*rows = NULL;
-	range_start.xid = prev->xmax;
-	range_start.id = PG_INT64_MIN;
-
-	if (pos_less(from, range_start))
+	scan_by_id(s, w->done, upto);
+	while (n < limit && scan_next(s, &xid, &id))
 	{
-		for (uint32 i = 0; i < prev->nxip && n < limit; i++)
+		bool		isnull;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!snapshot_sees(w->window, xid) || snapshot_sees(w->prev, xid))
+			continue;
+		if (!scan_fetch(s))
+			continue;
+		if (tf != NULL &&
+			!topic_matches(tf, slot_getattr(s->slot, s->att.topic, &isnull)))
+			continue;
+
+		if (n >= cap)
 		{
-			OutboxPos	start;
-
-			start.xid = prev->xip[i];
-			start.id = PG_INT64_MIN;
-			if (FullTransactionIdPrecedes(start.xid, from.xid))
-				continue;
-			if (FullTransactionIdFollows(start.xid, to.xid))
-				break;
-			if (!snapshot_sees(window, start.xid))
-				continue;
-			if (FullTransactionIdEquals(start.xid, from.xid))
-				start = from;
-			n = walk(s, start, start.xid, to, NULL, tf, limit, rows, n, &cap);
+			cap = Max(cap * 2, 64);
+			*rows = *rows ? repalloc_huge(*rows, cap * sizeof(HeapTuple))
+				: palloc_extended(cap * sizeof(HeapTuple), MCXT_ALLOC_HUGE);
 		}
-		from = range_start;
+		(*rows)[n] = ExecCopySlotHeapTuple(s->slot);
+		*last_kept = id;
+		n++;
 	}
-
-	return walk(s, from, to.xid, to, window, tf, limit, rows, n, &cap);
+	scan_end_walk(s);
+	return n;
 }
 
 /*
- * Lock the consumer's row (only that row: consumers never wait for each
- * other) and read its state.  Returns false when there is no such consumer.
- * Concurrent next_batch() calls of one consumer queue here; under READ
- * COMMITTED the waiter then reads the winner's committed state.
+ * Read the consumer's state, locking its row when asked (only that row:
+ * consumers never wait for each other).  Returns false when there is no
+ * such consumer.  Concurrent next_batch() calls of one consumer queue on
+ * the lock; under READ COMMITTED the waiter then reads the winner's
+ * committed state.
  */
 static bool
-lock_consumer(text *consumer, ConsumerState *st)
+read_consumer(text *consumer, ConsumerState *st, bool lock)
 {
 	Datum		values[1];
 	HeapTuple	tup;
@@ -754,7 +756,7 @@ lock_consumer(text *consumer, ConsumerState *st)
 	Datum		d;
 
 	values[0] = PointerGetDatum(consumer);
-	idem_plan_execute(&lock_plan, values, NULL, false, 1);
+	idem_plan_execute(lock ? &lock_plan : &read_plan, values, NULL, false, 1);
 	if (SPI_processed == 0)
 		return false;
 	tup = SPI_tuptable->vals[0];
@@ -762,29 +764,48 @@ lock_consumer(text *consumer, ConsumerState *st)
 
 	st->prev_datum = SPI_getbinval(tup, desc, 1, &isnull);
 	st->prev = snapshot_from_datum(st->prev_datum);
-
 	d = SPI_getbinval(tup, desc, 2, &isnull);
 	st->window_datum = isnull ? (Datum) 0 : d;
 	st->window = isnull ? NULL : snapshot_from_datum(d);
-
-	/* NULL done position: at the window's start, before every (xid, id) */
 	d = SPI_getbinval(tup, desc, 3, &isnull);
-	st->has_done = !isnull;
-	st->done.xid = isnull ? InvalidFullTransactionId : DatumGetFullTransactionId(d);
+	st->done_id = isnull ? 0 : DatumGetInt64(d);
 	d = SPI_getbinval(tup, desc, 4, &isnull);
-	st->done.id = (isnull || !st->has_done) ? PG_INT64_MIN : DatumGetInt64(d);
-
+	st->last_id = isnull ? 0 : DatumGetInt64(d);
 	d = SPI_getbinval(tup, desc, 5, &isnull);
 	st->has_batch = !isnull;
 	st->batch_id = isnull ? 0 : DatumGetInt64(d);
 	d = SPI_getbinval(tup, desc, 6, &isnull);
-	st->batch_to.xid = isnull ? InvalidFullTransactionId : DatumGetFullTransactionId(d);
+	st->batch_last_id = isnull ? 0 : DatumGetInt64(d);
 	d = SPI_getbinval(tup, desc, 7, &isnull);
-	st->batch_to.id = isnull ? 0 : DatumGetInt64(d);
-	d = SPI_getbinval(tup, desc, 8, &isnull);
 	st->batch_topics = topic_filter(d, isnull);
-	d = SPI_getbinval(tup, desc, 9, &isnull);
-	st->topics = topic_filter(d, isnull);
+	st->topics_datum = SPI_getbinval(tup, desc, 8, &st->topics_null);
+	st->topics = topic_filter(st->topics_datum, st->topics_null);
+	return true;
+}
+
+/*
+ * Do two reads of a consumer with no window and no batch open show the same
+ * position and topics?  Then a window found after the first read is the one
+ * the second would find.
+ */
+static bool
+same_start(const ConsumerState *a, const ConsumerState *b)
+{
+	if (a->has_batch || b->has_batch || a->window != NULL || b->window != NULL)
+		return false;
+	if (VARSIZE(a->prev) != VARSIZE(b->prev) ||
+		memcmp(a->prev, b->prev, VARSIZE(a->prev)) != 0)
+		return false;
+	if (a->topics_null != b->topics_null)
+		return false;
+	if (!a->topics_null)
+	{
+		struct varlena *x = PG_DETOAST_DATUM(a->topics_datum);
+		struct varlena *y = PG_DETOAST_DATUM(b->topics_datum);
+
+		if (VARSIZE(x) != VARSIZE(y) || memcmp(x, y, VARSIZE(x)) != 0)
+			return false;
+	}
 	return true;
 }
 
@@ -799,15 +820,6 @@ report_consumer_unknown(text *consumer)
 			 errmsg("outbox consumer \"%s\" does not exist", name),
 			 errdetail("No consumer named \"%s\" is subscribed.", name),
 			 errhint("Call idem.subscribe() first; consumer names are case-sensitive.")));
-}
-
-static int
-row_id_cmp(const void *a, const void *b)
-{
-	int64		x = ((const OutboxRow *) a)->pos.id;
-	int64		y = ((const OutboxRow *) b)->pos.id;
-
-	return (x > y) - (x < y);
 }
 
 /*
@@ -844,15 +856,18 @@ begin_materialize(FunctionCallInfo fcinfo, TupleDesc *tupdesc)
 }
 
 /*
- * Put a batch's rows into the result, in id order.  Out-of-line values are
- * fetched now, so the result does not depend on the rows it came from.
+ * Put a batch's rows (already in id order) into the result.  Out-of-line
+ * values are fetched now, so the result does not depend on the rows it came
+ * from.
  */
 static void
 put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
-		  int64 batch_id, OutboxRow *rows, int64 n)
+		  int64 batch_id, HeapTuple *rows, int64 n)
 {
 	TupleDesc	rowdesc = RelationGetDescr(s->heap);
 	AttrNumber	cols[6];
+	Datum	   *rowvalues = palloc(sizeof(Datum) * rowdesc->natts);
+	bool	   *rownulls = palloc(sizeof(bool) * rowdesc->natts);
 
 	cols[0] = s->att.id;
 	cols[1] = s->att.topic;
@@ -861,18 +876,19 @@ put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
 	cols[4] = s->att.headers;
 	cols[5] = s->att.created_at;
 
-	qsort(rows, n, sizeof(OutboxRow), row_id_cmp);
 	for (int64 i = 0; i < n; i++)
 	{
 		Datum		values[7];
 		bool		nulls[7];
 
+		heap_deform_tuple(rows[i], rowdesc, rowvalues, rownulls);
 		values[0] = Int64GetDatum(batch_id);
 		nulls[0] = false;
 		for (int c = 0; c < 6; c++)
 		{
-			Datum		v = heap_getattr(rows[i].tuple, cols[c], rowdesc, &nulls[c + 1]);
+			Datum		v = rowvalues[cols[c] - 1];
 
+			nulls[c + 1] = rownulls[cols[c] - 1];
 			if (!nulls[c + 1] && TupleDescAttr(rowdesc, cols[c] - 1)->attlen == -1 &&
 				VARATT_IS_EXTERNAL(DatumGetPointer(v)))
 				v = PointerGetDatum(PG_DETOAST_DATUM_PACKED(v));
@@ -880,6 +896,28 @@ put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
 		}
 		tuplestore_putvalues(ts, tupdesc, values, nulls);
 	}
+}
+
+/*
+ * Define idem.outbox_notify (called from _PG_init).
+ *
+ * PostgreSQL takes a cluster-wide lock when a transaction that notified
+ * commits, and holds it until the commit record is flushed: notifying
+ * transactions commit one at a time, never in a group.  Writers that commit
+ * at a high rate on a durable disk may prefer to turn notifications off
+ * (for a role, a session or one transaction) and let relays poll.
+ */
+void
+idem_outbox_define_settings(void)
+{
+	DefineCustomBoolVariable("idem.outbox_notify",
+							 "Whether idem.emit() notifies channel idem_outbox when the transaction commits.",
+							 "PostgreSQL commits notifying transactions one at a time; turning this off lets high-rate writers commit in groups, and relays then find new events by polling.",
+							 &idem_outbox_notify,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 }
 
 /*
@@ -931,7 +969,8 @@ idem_emit(PG_FUNCTION_ARGS)
 									 1, &isnull));
 	SPI_finish();
 
-	Async_Notify(OUTBOX_CHANNEL, text_to_cstring(topic));
+	if (idem_outbox_notify)
+		Async_Notify(OUTBOX_CHANNEL, text_to_cstring(topic));
 
 	PG_RETURN_INT64(id);
 }
@@ -978,9 +1017,9 @@ idem_subscribe(PG_FUNCTION_ARGS)
 		 * still running (whose events this statement cannot see yet).
 		 */
 		idem_plan_execute(&oldest_plan, NULL, NULL, false, 1);
-		now = snapshot_without_self(snapshot_from_datum(
-														SPI_getbinval(SPI_tuptable->vals[0],
-																	  SPI_tuptable->tupdesc, 1, &isnull)));
+		now = snapshot_without_self(snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[0],
+																	  SPI_tuptable->tupdesc,
+																	  1, &isnull)));
 		oldest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 		at = now->xmin;
 		if (!isnull && FullTransactionIdPrecedes(DatumGetFullTransactionId(oldest), at))
@@ -1023,23 +1062,90 @@ idem_unsubscribe(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(existed);
 }
 
+/* Move a consumer with no window and no batch to a new finished snapshot. */
+static void
+advance(text *consumer, Datum snapshot)
+{
+	Datum		values[2];
+
+	values[0] = PointerGetDatum(consumer);
+	values[1] = snapshot;
+	idem_plan_execute(&advance_plan, values, NULL, false, 0);
+}
+
+/*
+ * With the consumer's row locked and its window set (st->window, done_id,
+ * last_id), fetch up to max_events events after the cursor, plus one to
+ * learn whether the window goes on.  If there are any, open a batch of them
+ * and return it; otherwise leave everything as it is and return false.
+ */
+static bool
+try_open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
+			   int32 max_events, Tuplestorestate *ts, TupleDesc tupdesc)
+{
+	Window		w = {st->prev, st->window, st->done_id, st->last_id};
+	HeapTuple  *rows;
+	int64		n;
+	int64		last_kept = 0;
+	int64		batch_id;
+	bool		ends_window;
+	Datum		values[8];
+	bool		isnull;
+
+	n = fetch_window(scan, &w, st->last_id, st->topics, (int64) max_events + 1,
+					 &rows, &last_kept);
+	if (n == 0)
+		return false;
+
+	ends_window = n <= max_events;
+	if (!ends_window)
+	{
+		/* the batch ends at the max_events-th row: find its id */
+		bool		idnull;
+
+		n = max_events;
+		last_kept = DatumGetInt64(heap_getattr(rows[n - 1], scan->att.id,
+											   RelationGetDescr(scan->heap), &idnull));
+	}
+
+	values[0] = PointerGetDatum(consumer);
+	values[1] = st->prev_datum;
+	values[2] = st->window_datum;
+	values[3] = Int64GetDatum(st->done_id);
+	values[4] = Int64GetDatum(st->last_id);
+	values[5] = Int64GetDatum(last_kept);
+	values[6] = BoolGetDatum(ends_window);
+	values[7] = Int32GetDatum((int32) n);
+	idem_plan_execute(&open_plan, values, NULL, false, 0);
+	batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	put_batch(scan, ts, tupdesc, batch_id, rows, n);
+	return true;
+}
+
 /*
  * idem.next_batch(consumer, max_events): the consumer's open batch again
- * (same id, same rows), or a new batch of at most max_events events, or no
- * rows when nothing new has committed.
+ * (same id, same rows), or a new batch of at most max_events events in id
+ * order, or no rows when nothing new has committed.
  *
  * A new batch continues the open window from its cursor; with no window,
  * one is opened up to a fresh snapshot.  One row past max_events is fetched
  * to learn whether the batch exhausts the window, so that finish_batch()
  * can close the window at once.
  *
- * When a window holds nothing (more) for this consumer, the consumer's
- * snapshot moves to the window's end without opening a batch.  That is
- * safe: the window is the set of events of transactions visible in its
- * snapshot and not in the previous one; those transactions had finished
+ * The common idle call (no batch, no window, and no event at all committed
+ * since the consumer's snapshot) is answered from an unlocked read and
+ * writes nothing: a relay polling an idle outbox costs no xid and no WAL.
+ * Otherwise the consumer's row is locked and re-read; if nobody moved it in
+ * between, the window already found is used.
+ *
+ * When a window holds events but none for this consumer (or no more), the
+ * consumer's snapshot moves to the window's end without opening a batch.
+ * That is safe: the window is the set of events of transactions visible in
+ * its snapshot and not in the previous one; those transactions had finished
  * when the snapshot was taken, so no event can join the window later, and
- * an empty window skips nothing.  Moving on keeps the next window, and the
- * part of the index it walks, small.
+ * skipping it loses nothing.  Moving on keeps the next window, and the part
+ * of the indexes it walks, small.
  */
 PG_FUNCTION_INFO_V1(idem_next_batch);
 Datum
@@ -1051,8 +1157,8 @@ idem_next_batch(PG_FUNCTION_ARGS)
 	Tuplestorestate *ts;
 	ConsumerState st;
 	OutboxScan	scan;
-	OutboxRow  *rows;
-	int64		n;
+	int64		first,
+				last;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -1068,86 +1174,84 @@ idem_next_batch(PG_FUNCTION_ARGS)
 	ts = begin_materialize(fcinfo, &tupdesc);
 
 	SPI_connect();
-	if (!lock_consumer(consumer, &st))
+	if (!read_consumer(consumer, &st, false))
 		report_consumer_unknown(consumer);
 
+	if (!st.has_batch && st.window == NULL)
+	{
+		ConsumerState locked;
+		OutboxSnapshot *window = snapshot_take();
+
+		scan_begin(&scan);
+		if (!window_bounds(&scan, st.prev, window, &first, &last))
+		{
+			/* nothing committed since the consumer's snapshot */
+			scan_end(&scan);
+			SPI_finish();
+			return (Datum) 0;
+		}
+
+		if (!read_consumer(consumer, &locked, true))
+			report_consumer_unknown(consumer);
+		if (same_start(&st, &locked))
+		{
+			st.window = window;
+			st.window_datum = PointerGetDatum(window);
+			st.done_id = first - 1;
+			st.last_id = last;
+			if (!try_open_batch(consumer, &st, &scan, max_events, ts, tupdesc))
+				advance(consumer, st.window_datum); /* none of its topics */
+			scan_end(&scan);
+			SPI_finish();
+			return (Datum) 0;
+		}
+		scan_end(&scan);
+		st = locked;			/* moved meanwhile: start over, locked */
+	}
+	else if (!read_consumer(consumer, &st, true))
+		report_consumer_unknown(consumer);
+
+	scan_begin(&scan);
 	if (st.has_batch)
 	{
-		/* The open batch again: the same bounds in the same fixed window. */
-		scan_begin(&scan);
-		n = fetch_window(&scan, st.prev, st.window, st.done, st.batch_to,
-						 st.batch_topics, PG_INT64_MAX, &rows);
+		/* The open batch again: the same ids of the same fixed window. */
+		Window		w = {st.prev, st.window, st.done_id, st.last_id};
+		HeapTuple  *rows;
+		int64		n,
+					last_kept;
+
+		n = fetch_window(&scan, &w, st.batch_last_id, st.batch_topics,
+						 PG_INT64_MAX, &rows, &last_kept);
 		put_batch(&scan, ts, tupdesc, st.batch_id, rows, n);
-		scan_end(&scan);
-		SPI_finish();
-		return (Datum) 0;
 	}
-
-	for (;;)
+	else
 	{
-		bool		fresh = false;
-
-		if (st.window == NULL)
+		/*
+		 * Go on with the open window; when it holds nothing more for this
+		 * consumer, move past it and look at a new one.
+		 */
+		if (st.window == NULL ||
+			!try_open_batch(consumer, &st, &scan, max_events, ts, tupdesc))
 		{
+			if (st.window != NULL)
+			{
+				st.prev_datum = st.window_datum;
+				st.prev = st.window;
+			}
 			st.window = snapshot_take();
 			st.window_datum = PointerGetDatum(st.window);
-			st.has_done = false;
-			st.done.xid = InvalidFullTransactionId;
-			st.done.id = PG_INT64_MIN;
-			fresh = true;
+			if (!window_bounds(&scan, st.prev, st.window, &first, &last))
+				advance(consumer, st.window_datum);
+			else
+			{
+				st.done_id = first - 1;
+				st.last_id = last;
+				if (!try_open_batch(consumer, &st, &scan, max_events, ts, tupdesc))
+					advance(consumer, st.window_datum);
+			}
 		}
-
-		scan_begin(&scan);
-		n = fetch_window(&scan, st.prev, st.window, st.done, window_end(st.window),
-						 st.topics, (int64) max_events + 1, &rows);
-		if (n > 0)
-		{
-			bool		ends_window = n <= max_events;
-			OutboxRow  *last;
-			Datum		values[9];
-			char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-			bool		isnull;
-			int64		batch_id;
-
-			if (!ends_window)
-				n = max_events;
-			last = &rows[n - 1];	/* rows are still in (xid, id) order */
-
-			values[0] = PointerGetDatum(consumer);
-			values[1] = st.prev_datum;
-			values[2] = st.window_datum;
-			values[3] = FullTransactionIdGetDatum(st.done.xid);
-			values[4] = Int64GetDatum(st.done.id);
-			if (!st.has_done)
-				nulls[3] = nulls[4] = 'n';
-			values[5] = FullTransactionIdGetDatum(last->pos.xid);
-			values[6] = Int64GetDatum(last->pos.id);
-			values[7] = BoolGetDatum(ends_window);
-			values[8] = Int32GetDatum((int32) n);
-			idem_plan_execute(&open_plan, values, nulls, false, 0);
-			batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 1, &isnull));
-			put_batch(&scan, ts, tupdesc, batch_id, rows, n);
-			scan_end(&scan);
-			break;
-		}
-		scan_end(&scan);
-
-		/* The window holds nothing more for this consumer: move past it. */
-		st.prev_datum = st.window_datum;
-		st.prev = st.window;
-		st.window = NULL;
-		if (fresh)
-		{
-			Datum		values[2];
-
-			values[0] = PointerGetDatum(consumer);
-			values[1] = st.prev_datum;
-			idem_plan_execute(&advance_plan, values, NULL, false, 0);
-			break;
-		}
-		/* a window left over from earlier calls: look at a new one */
 	}
+	scan_end(&scan);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -1218,6 +1322,18 @@ idem_finish_batch(PG_FUNCTION_ARGS)
 	PG_RETURN_NULL();
 }
 
+/* Append an event id to the list of those to delete, growing it. */
+static void
+trim_add(Datum **ids, int *n, int *max, int64 id)
+{
+	if (*n >= *max)
+	{
+		*max *= 2;
+		*ids = repalloc_huge(*ids, sizeof(Datum) * *max);
+	}
+	(*ids)[(*n)++] = Int64GetDatum(id);
+}
+
 /*
  * Delete up to max_rows events that every consumer has finished, or, with
  * no consumers, that are older than idem.outbox_retention.
@@ -1240,8 +1356,10 @@ idem_outbox_trim(int32 max_rows)
 	OutboxSnapshot **snaps;
 	int			nsnaps;
 	Datum	   *ids;
-	int			nids = 0;
-	OutboxPos	pos;
+	int			nids = 0,
+				maxids = Min(max_rows, 1024);
+	FullTransactionId xid;
+	int64		id;
 	int64		deleted = 0;
 
 	if (max_rows < 1)
@@ -1258,7 +1376,7 @@ idem_outbox_trim(int32 max_rows)
 		snaps[i] = snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[i],
 													 SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	ids = palloc(sizeof(Datum) * max_rows);
+	ids = palloc(sizeof(Datum) * maxids);
 
 	scan_begin(&scan);
 	if (nsnaps == 0)
@@ -1267,9 +1385,9 @@ idem_outbox_trim(int32 max_rows)
 		(TimestampTz) idem_outbox_retention_s * USECS_PER_SEC;
 		int			looked = 0;
 
-		scan_range(&scan, FullTransactionIdFromU64(0),
-				   FullTransactionIdFromU64(PG_UINT64_MAX), false, 0);
-		while (looked < max_rows && scan_next(&scan, &pos))
+		scan_by_xid(&scan, FullTransactionIdFromU64(0),
+					FullTransactionIdFromU64(PG_UINT64_MAX));
+		while (looked < max_rows && scan_next(&scan, &xid, &id))
 		{
 			bool		isnull;
 			Datum		created;
@@ -1280,7 +1398,7 @@ idem_outbox_trim(int32 max_rows)
 			looked++;
 			created = slot_getattr(scan.slot, scan.att.created_at, &isnull);
 			if (!isnull && DatumGetTimestampTz(created) < cutoff)
-				ids[nids++] = Int64GetDatum(pos.id);
+				trim_add(&ids, &nids, &maxids, id);
 		}
 	}
 	else
@@ -1291,18 +1409,16 @@ idem_outbox_trim(int32 max_rows)
 			if (FullTransactionIdPrecedes(snaps[i]->xmax, limit))
 				limit = snaps[i]->xmax;
 
-		scan_range(&scan, FullTransactionIdFromU64(0),
-				   FullTransactionIdFromU64(U64FromFullTransactionId(limit) - 1),
-				   false, 0);
-		while (nids < max_rows && scan_next(&scan, &pos))
+		scan_by_xid(&scan, FullTransactionIdFromU64(0), fxid_before(limit));
+		while (nids < max_rows && scan_next(&scan, &xid, &id))
 		{
 			bool		finished = true;
 
 			CHECK_FOR_INTERRUPTS();
 			for (int i = 0; i < nsnaps && finished; i++)
-				finished = snapshot_sees(snaps[i], pos.xid);
+				finished = snapshot_sees(snaps[i], xid);
 			if (finished && scan_fetch(&scan))
-				ids[nids++] = Int64GetDatum(pos.id);
+				trim_add(&ids, &nids, &maxids, id);
 		}
 	}
 	scan_end(&scan);

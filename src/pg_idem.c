@@ -25,6 +25,7 @@
 
 #include "compat.h"
 #include "maintenance.h"
+#include "outbox.h"
 #include "pg_idem.h"
 
 PG_MODULE_MAGIC;
@@ -98,6 +99,8 @@ _PG_init(void)
 							   PGC_POSTMASTER,
 							   0,
 							   check_maintenance_database, NULL, NULL);
+
+	idem_outbox_define_settings();
 
 	MarkGUCPrefixReserved("idem");
 

@@ -10,21 +10,25 @@
 -- events whose transaction is visible in the newer snapshot and was not
 -- visible in the older one.  A transaction that commits late is therefore
 -- never skipped, whatever its event ids.  A window larger than max_events is
--- walked in (xid, id) order with a cursor across successive batches.  See
+-- walked in id order with an id cursor across successive batches.  See
 -- src/outbox.c for the algorithm and README.md for the guarantees.
 
 CREATE TABLE idem.outbox (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          bigint GENERATED ALWAYS AS IDENTITY,
     topic       text NOT NULL,
     key         text,
     payload     jsonb NOT NULL,
     headers     jsonb,
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    xid         xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
+    xid         xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    -- Batches walk the primary key in id order; carrying the xid lets them
+    -- skip the entries of other windows without visiting the table.
+    CONSTRAINT outbox_pkey PRIMARY KEY (id) INCLUDE (xid)
 );
 
--- Windows are walked in (xid, id) order, and trimming scans from the oldest
--- xid: both are range scans of this index, never of the whole table.
+-- A window's transactions are found here (by xid range and by the xids
+-- that were running), and trimming walks it from the oldest xid: range
+-- scans, never of the whole table.
 CREATE INDEX outbox_xid_id_idx ON idem.outbox (xid, id);
 
 COMMENT ON TABLE idem.outbox IS
@@ -39,15 +43,14 @@ CREATE TABLE idem.consumers (
     -- emitted before the consumer subscribed).
     snapshot          pg_snapshot NOT NULL,
     -- The window (snapshot, window_snapshot) being walked, NULL between
-    -- windows.  Its events up to (window_done_xid, window_done_id), in
-    -- (xid, id) order, are finished; NULL: none yet.
+    -- windows: its events have ids up to window_last_id, and those up to
+    -- window_done_id are finished.
     window_snapshot   pg_snapshot,
-    window_done_xid   xid8,
     window_done_id    bigint,
-    -- The open batch: the window's events after the done position up to
-    -- (batch_xid, batch_last_id), filtered by batch_topics.  NULL when none.
+    window_last_id    bigint,
+    -- The open batch: the window's events after window_done_id up to
+    -- batch_last_id, among batch_topics.  NULL when none.
     batch_id          bigint,
-    batch_xid         xid8,
     batch_last_id     bigint,
     batch_topics      text[],
     batch_ends_window boolean,
@@ -55,7 +58,9 @@ CREATE TABLE idem.consumers (
     batch_opened_at   timestamptz,
     subscribed_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finished_at       timestamptz,           -- last finish_batch()
-    CHECK ((batch_id IS NULL) = (batch_xid IS NULL)),
+    CHECK ((window_snapshot IS NULL) = (window_done_id IS NULL)
+           AND (window_snapshot IS NULL) = (window_last_id IS NULL)),
+    CHECK ((batch_id IS NULL) = (batch_last_id IS NULL)),
     CHECK (batch_id IS NULL OR window_snapshot IS NOT NULL)
 );
 
@@ -160,8 +165,7 @@ SELECT c.name AS consumer,
           AND (c.topics IS NULL OR o.topic OPERATOR(pg_catalog.=) ANY (c.topics))
           AND NOT COALESCE(c.window_snapshot IS NOT NULL
                            AND pg_catalog.pg_visible_in_snapshot(o.xid, c.window_snapshot)
-                           AND ROW(o.xid, o.id) OPERATOR(pg_catalog.<=)
-                               ROW(c.window_done_xid, c.window_done_id), false)) p;
+                           AND o.id OPERATOR(pg_catalog.<=) c.window_done_id, false)) p;
 
 COMMENT ON VIEW idem.consumer_lag IS
 'Per consumer: committed events not finished yet and the age of the oldest of them';

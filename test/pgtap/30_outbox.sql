@@ -2,7 +2,7 @@
 -- specified, the function signatures, volatility, security and privileges,
 -- the consumer table and view, and the error codes.
 BEGIN;
-SELECT plan(104);
+SELECT plan(105);
 
 -- idem.outbox: id bigint identity primary key, topic text not null, key text,
 -- payload jsonb not null, headers jsonb, created_at timestamptz not null,
@@ -33,6 +33,9 @@ SELECT col_default_is('idem', 'outbox', 'created_at', 'now()',
                       'outbox.created_at defaults to now()');
 SELECT col_default_is('idem', 'outbox', 'xid', 'pg_current_xact_id()',
                       'outbox.xid defaults to the writing transaction''s top-level xid8');
+SELECT is(pg_get_indexdef('idem.outbox_pkey'::regclass),
+          'CREATE UNIQUE INDEX outbox_pkey ON idem.outbox USING btree (id) INCLUDE (xid)',
+          'batches walk the primary key, which carries the xid');
 SELECT has_index('idem', 'outbox', 'outbox_xid_id_idx', ARRAY['xid', 'id'],
                  'windows and trimming walk an index on (xid, id)');
 
