@@ -115,7 +115,7 @@ set_interval('0');
 $offset = $node->wait_for_log(
 	qr/idem\.maintenance_interval changed from 1 s to 0 s/, $offset);
 add_keys('idle', 50, '1 second');
-sleep(3);
+sleep(2);
 is(worker_keys(), 60, 'with idem.maintenance_interval = 0 nothing is purged');
 
 set_interval('1s');
@@ -131,7 +131,7 @@ $offset = -s $node->logfile;
 $node->safe_psql('postgres', 'DROP EXTENSION pg_idem');
 $node->wait_for_log(
 	qr/extension "pg_idem" is not installed in database "postgres"/, $offset);
-sleep(3);
+sleep(2);
 is(log_count(qr/extension "pg_idem" is not installed/, $offset),
 	1, 'a missing extension is logged once, not at every run');
 is($node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE $is_worker"),
@@ -199,6 +199,17 @@ is($fatals, 1, 'a missing maintenance database is retried once a minute, not in 
 is($nodb->safe_psql('postgres', 'SELECT 1'), '1', 'and the server runs normally');
 ok(!$nodb->log_contains(qr/all server processes terminated/),
 	'without crash restarts');
+$nodb->stop;
+
+# An empty idem.maintenance_database is refused: the server warns and keeps
+# the default.
+$nodb->append_conf('postgresql.conf', "idem.maintenance_database = ''\n");
+$nodb->start;
+ok( $nodb->log_contains(
+		qr/invalid value for parameter "idem\.maintenance_database": ""/),
+	'an empty idem.maintenance_database is refused');
+is($nodb->safe_psql('postgres', 'SHOW idem.maintenance_database'),
+	'postgres', 'and the default is kept');
 $nodb->stop;
 
 done_testing();

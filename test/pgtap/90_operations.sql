@@ -1,0 +1,147 @@
+-- Operations contract (SPEC.md section 4): maintain(), grant_usage(), the
+-- views, the settings, and the privilege model of every object.
+BEGIN;
+SELECT plan(39);
+
+-- idem.maintain()
+SELECT has_function('idem', 'maintain', ARRAY[]::text[], 'idem.maintain() exists');
+SELECT function_returns('idem', 'maintain', ARRAY[]::text[], 'setof record',
+                        'idem.maintain() returns a set of rows');
+SELECT is((SELECT pg_get_function_result('idem.maintain()'::regprocedure)),
+          'TABLE(task text, rows bigint)', 'idem.maintain() returns TABLE (task text, rows bigint)');
+SELECT volatility_is('idem', 'maintain', ARRAY[]::text[], 'volatile', 'idem.maintain() is VOLATILE');
+SELECT is_definer('idem', 'maintain', ARRAY[]::text[], 'idem.maintain() is SECURITY DEFINER');
+SELECT results_eq('SELECT task FROM idem.maintain() ORDER BY task',
+                  ARRAY['expired_keys', 'outbox_events'],
+                  'idem.maintain() reports one row per task');
+
+-- idem.grant_usage(regrole)
+SELECT has_function('idem', 'grant_usage', ARRAY['regrole'], 'idem.grant_usage(regrole) exists');
+SELECT function_returns('idem', 'grant_usage', ARRAY['regrole'], 'void',
+                        'idem.grant_usage(regrole) returns void');
+SELECT isnt_definer('idem', 'grant_usage', ARRAY['regrole'],
+                    'idem.grant_usage() runs with its caller''s rights');
+SELECT isnt_strict('idem', 'grant_usage', ARRAY['regrole'],
+                   'idem.grant_usage() is not STRICT (a NULL role is an error)');
+SELECT throws_ok('SELECT idem.grant_usage(NULL)', '22004', 'role must not be null',
+                 'idem.grant_usage(NULL) raises 22004');
+
+-- Views
+SELECT has_view('idem', 'key_stats', 'view idem.key_stats exists');
+SELECT has_view('idem', 'consumer_lag', 'view idem.consumer_lag exists');
+SELECT columns_are('idem', 'key_stats',
+                   ARRAY['scope', 'state', 'keys', 'expired', 'oldest_in_progress_age'],
+                   'idem.key_stats: per scope and state, counts and the oldest in-progress age');
+SELECT columns_are('idem', 'consumer_lag',
+                   ARRAY['consumer', 'topics', 'pending', 'oldest_pending_age',
+                         'open_batch_id', 'last_finished_at'],
+                   'idem.consumer_lag: per consumer, pending events and the age of the oldest');
+
+-- Settings
+SELECT throws_ok('SET LOCAL idem.lease = ''0''', '22023', NULL, 'idem.lease = 0 is refused');
+SELECT throws_ok('SET LOCAL idem.ttl = ''0''', '22023', NULL, 'idem.ttl = 0 is refused');
+SELECT lives_ok('SET LOCAL idem.lease = ''2s''', 'idem.lease = 2s is accepted');
+SELECT is(current_setting('idem.lease'), '2s', 'and shown with its unit');
+SELECT is((SELECT array_agg(name::text ORDER BY name) FROM pg_settings WHERE name LIKE 'idem.%'),
+          ARRAY['idem.lease', 'idem.maintenance_database', 'idem.maintenance_interval',
+                'idem.outbox_retention', 'idem.ttl'],
+          'the five idem.* settings exist');
+SELECT is((SELECT array_agg(context ORDER BY name) FROM pg_settings WHERE name LIKE 'idem.%'),
+          ARRAY['user', 'postmaster', 'sighup', 'superuser', 'user'],
+          'contexts: lease and ttl per session, retention superuser, interval on reload, database at start');
+
+-- The privilege model of every object in schema idem.
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+     WHERE p.pronamespace = 'idem'::regnamespace AND a.grantee = 0 $$,
+    'no function in schema idem is executable by PUBLIC');
+SELECT is_empty($$
+    SELECT c.relname::text FROM pg_class c
+     CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+     WHERE c.relnamespace = 'idem'::regnamespace AND a.grantee = 0 $$,
+    'no table, view or sequence in schema idem grants anything to PUBLIC');
+SELECT is_empty($$
+    SELECT n.nspname::text FROM pg_namespace n
+     CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+     WHERE n.nspname = 'idem' AND a.grantee = 0 $$,
+    'PUBLIC has no USAGE on schema idem');
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     WHERE p.pronamespace = 'idem'::regnamespace AND p.prosecdef
+       AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false) $$,
+    'every SECURITY DEFINER function pins search_path = pg_catalog, pg_temp');
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     WHERE p.pronamespace = 'idem'::regnamespace
+       AND p.oid NOT IN ('idem.fingerprint(jsonb)'::regprocedure, 'idem.version_guard()'::regprocedure)
+       AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false) $$,
+    'every function that runs queries pins search_path (fingerprint and the trigger run none)');
+SELECT set_eq($$
+    SELECT p.proname::text FROM pg_proc p
+     WHERE p.pronamespace = 'idem'::regnamespace AND p.prosecdef $$,
+    ARRAY['reserve', 'complete', 'release', 'checkpoint', 'forget', 'purge',
+          'emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch', 'trim_outbox',
+          'maintain'],
+    'exactly the functions that write idem tables are SECURITY DEFINER');
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     WHERE p.pronamespace = 'idem'::regnamespace
+       AND obj_description(p.oid, 'pg_proc') IS NULL $$,
+    'every function has a COMMENT');
+SELECT is_empty($$
+    SELECT c.relname::text FROM pg_class c
+     WHERE c.relnamespace = 'idem'::regnamespace AND c.relkind IN ('r', 'v', 'S', 'p', 'i')
+       AND NOT EXISTS (SELECT FROM pg_depend d
+                        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                          AND d.deptype IN ('e', 'a', 'i', 'n')) $$,
+    'every relation in schema idem belongs to the extension (or to one of its objects)');
+SELECT set_eq($$
+    SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'pg_idem' $$,
+    ARRAY['idem.keys', 'idem.key_token_seq', 'idem.outbox', 'idem.outbox_id_seq',
+          'idem.consumers', 'idem.outbox_batch_seq'],
+    'every table and counter holding user data is kept by pg_dump');
+
+-- What grant_usage() gives, and what it does not.
+CREATE ROLE regress_tap_app;
+CREATE ROLE regress_tap_none;
+SELECT idem.grant_usage('regress_tap_app');
+SELECT set_eq($$
+    SELECT p.proname::text FROM pg_proc p
+     WHERE p.pronamespace = 'idem'::regnamespace
+       AND has_function_privilege('regress_tap_app', p.oid, 'EXECUTE') $$,
+    ARRAY['reserve', 'complete', 'release', 'checkpoint', 'forget', 'fingerprint',
+          'emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch'],
+    'grant_usage: EXECUTE on the key, outbox and consumer functions, nothing else');
+SELECT set_eq($$
+    SELECT c.relname::text FROM pg_class c
+     WHERE c.relnamespace = 'idem'::regnamespace AND c.relkind IN ('r', 'v', 'S', 'p')
+       AND has_table_privilege('regress_tap_app', c.oid, 'SELECT') $$,
+    ARRAY['key_stats', 'consumer_lag'],
+    'grant_usage: SELECT on the two views, no table or sequence');
+SELECT is_empty($$
+    SELECT c.relname::text FROM pg_class c
+     WHERE c.relnamespace = 'idem'::regnamespace AND c.relkind IN ('r', 'v', 'S', 'p')
+       AND (has_table_privilege('regress_tap_app', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+            OR (c.relkind = 'S' AND has_sequence_privilege('regress_tap_app', c.oid, 'USAGE, UPDATE'))) $$,
+    'grant_usage: no write privilege on anything');
+SELECT ok(has_schema_privilege('regress_tap_app', 'idem', 'USAGE')
+          AND NOT has_schema_privilege('regress_tap_app', 'idem', 'CREATE'),
+          'grant_usage: USAGE on schema idem, not CREATE');
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     WHERE p.pronamespace = 'idem'::regnamespace
+       AND has_function_privilege('regress_tap_none', p.oid, 'EXECUTE') $$,
+    'a role not given usage can execute nothing');
+
+SET LOCAL ROLE regress_tap_app;
+SELECT lives_ok($$SELECT idem.reserve('tap-ops-1')$$, 'the application role reserves through the function');
+SELECT throws_ok($$INSERT INTO idem.keys (scope, key, state, ttl, created_at, updated_at, expires_at)
+                   VALUES ('', 'x', 'completed', '1 day', now(), now(), now())$$,
+                 '42501', NULL, 'but cannot insert into idem.keys');
+SELECT throws_ok('DELETE FROM idem.outbox', '42501', NULL, 'nor delete from idem.outbox');
+SELECT throws_ok('SELECT * FROM idem.maintain()', '42501', NULL, 'nor run idem.maintain()');
+RESET ROLE;
+
+SELECT * FROM finish();
+ROLLBACK;
