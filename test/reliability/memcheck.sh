@@ -4,6 +4,7 @@
 #
 #   bash test/reliability/memcheck.sh            # regress + isolation
 #   MEMCHECK_SUITES="regress" bash test/reliability/memcheck.sh
+#   MEMCHECK_REGRESS="keys versions" MEMCHECK_ISOLATION="outbox-trim" bash ...
 #
 # Not part of `make test` (a server under valgrind runs 20-50 times slower:
 # count 15-30 minutes on 2 cores).  It needs no harness lock and leaves the
@@ -106,16 +107,22 @@ idem_as_pg pg_ctl -D "$IDEM_WORK/data" -l "$IDEM_WORK/server.log" -p "$IDEM_WORK
 	-t 600 -w -s start || { cat "$IDEM_WORK/server.log"; exit 1; }
 
 cd "$TREE"
+pick_regress=()
+pick_isolation=()
+[ -z "${MEMCHECK_REGRESS:-}" ] || pick_regress=(REGRESS="$MEMCHECK_REGRESS")
+[ -z "${MEMCHECK_ISOLATION:-}" ] || pick_isolation=(ISOLATION="$MEMCHECK_ISOLATION")
 for suite in $SUITES; do
 	case $suite in
 	regress)
 		echo "== regress under valgrind"
-		make -s installcheck PG_CONFIG="$PG_CONFIG" ISOLATION= TAP_TESTS= 2>&1 | tee "$OUT/regress.log" || true
+		make -s installcheck PG_CONFIG="$PG_CONFIG" ISOLATION= TAP_TESTS= \
+			"${pick_regress[@]}" 2>&1 | tee "$OUT/regress.log" || true
 		[ ! -s regression.diffs ] || cp regression.diffs "$OUT/regress.diffs"
 		;;
 	isolation)
 		echo "== isolation under valgrind"
-		PGISOLATIONTIMEOUT=1800 make -s installcheck PG_CONFIG="$PG_CONFIG" REGRESS= TAP_TESTS= 2>&1 | tee "$OUT/isolation.log" || true
+		PGISOLATIONTIMEOUT=1800 make -s installcheck PG_CONFIG="$PG_CONFIG" REGRESS= TAP_TESTS= \
+			"${pick_isolation[@]}" 2>&1 | tee "$OUT/isolation.log" || true
 		[ ! -s output_iso/regression.diffs ] || cp output_iso/regression.diffs "$OUT/isolation.diffs"
 		;;
 	*) echo "unknown suite $suite" >&2; exit 2 ;;
