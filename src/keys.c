@@ -283,16 +283,19 @@ static IdemPlan plan_forget = {
 };
 
 /*
- * Up to $2 expired keys ($1 now).  Rows locked by a running transaction are
- * skipped rather than waited for, so purge never queues behind a holder.
+ * Up to $2 expired keys ($1 now), found through the expires_at index and
+ * deleted by TID, so a batch costs the same however many keys have expired.
+ * Rows locked by a running transaction are skipped rather than waited for,
+ * so purge never queues behind a holder.  The rows are locked, and their
+ * expiry re-checked on their newest version, by the FOR UPDATE, so the
+ * DELETE need not check it again (which would make it scan the index).
  */
 static IdemPlan plan_purge = {
 	"DELETE FROM idem.keys AS k"
 	" WHERE k.ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 	"   SELECT e.ctid FROM idem.keys AS e"
 	"   WHERE e.expires_at OPERATOR(pg_catalog.<=) $1"
-	"   LIMIT $2 FOR UPDATE SKIP LOCKED))"
-	" AND k.expires_at OPERATOR(pg_catalog.<=) $1",
+	"   LIMIT $2 FOR UPDATE SKIP LOCKED))",
 	2, {TIMESTAMPTZOID, INT8OID}
 };
 
@@ -316,7 +319,7 @@ static void enum_label_oids(Oid typid, const char *const *labels, int n,
 static TupleDesc reservation_desc(FunctionCallInfo fcinfo);
 
 /* table access */
-static void keys_open(KeysRel *kr, bool speculative);
+static void keys_open(KeysRel *kr, const char *cmdname, bool speculative);
 static TupleTableSlot *keys_lockslot(KeysRel *kr);
 static void keys_close(KeysRel *kr);
 static void keys_snapshot(KeysRel *kr);
@@ -347,7 +350,8 @@ static void build_checkpoint(KeyChange *change, const KeyRow *row,
 							 Datum *values, bool *isnull);
 
 /* holder operations */
-static void holder_change(text *scope, text *key, KeyChange *change);
+static void holder_change(const char *cmdname, text *scope, text *key,
+						  KeyChange *change);
 static void raise_not_held(text *scope, text *key, int64 token,
 						   const KeyRow *row, TimestampTz now);
 
@@ -617,12 +621,15 @@ reservation_desc(FunctionCallInfo fcinfo)
  * Open idem.keys for writing, as the executor opens the target of an
  * INSERT or UPDATE: the relation, all its indexes (with what a speculative
  * insertion needs if speculative), and slots of the table's own kind.
+ * Refused in a read-only transaction (and on a standby), as the executor
+ * would refuse the statement.
  */
 static void
-keys_open(KeysRel *kr, bool speculative)
+keys_open(KeysRel *kr, const char *cmdname, bool speculative)
 {
 	Oid			pkey_oid;
 
+	PreventCommandIfReadOnly(cmdname);
 	memset(kr, 0, sizeof(KeysRel));
 	kr->estate = CreateExecutorState();
 	kr->rel = table_open(keys_catalog.keys_relid, RowExclusiveLock);
@@ -801,7 +808,6 @@ key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change)
 			if (IsolationUsesXactSnapshot())
 			{
 				Snapshot	snap = GetTransactionSnapshot();
-
 				TupleTableSlot *found = keys_lockslot(kr);
 
 				if (!table_tuple_fetch_row_version(kr->rel, &conflict_tid,
@@ -815,7 +821,6 @@ key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change)
 					xmin = DatumGetTransactionId(slot_getsysattr(found,
 																 MinTransactionIdAttributeNumber,
 																 &xmin_isnull));
-
 					if (!TransactionIdIsCurrentTransactionId(xmin))
 						ereport(ERROR,
 								(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -974,6 +979,13 @@ key_update(KeysRel *kr, KeyRow *row, KeyChange *change)
 	}
 }
 
+/* The ttl of the reservation that holds or held a key */
+static inline Interval *
+key_ttl(const KeyRow *row)
+{
+	return DatumGetIntervalP(row->values[keys_catalog.col[KC_TTL]]);
+}
+
 /* complete, release, checkpoint: the current token, in progress, not expired */
 static bool
 check_held(KeyChange *change, const KeyRow *row)
@@ -1075,8 +1087,8 @@ build_complete(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull
 	isnull[col[KC_RECOVERY_POINT]] = true;
 	isnull[col[KC_CHECKPOINT]] = true;
 	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
-	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
-													 add_interval(change->now, DatumGetIntervalP(row->values[col[KC_TTL]])));
+	values[col[KC_EXPIRES_AT]] =
+		TimestampTzGetDatum(add_interval(change->now, key_ttl(row)));
 }
 
 /*
@@ -1091,8 +1103,8 @@ build_release(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 	values[col[KC_STATE]] = ObjectIdGetDatum(keys_catalog.state_oids[KEY_RELEASED]);
 	isnull[col[KC_LOCKED_UNTIL]] = true;
 	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
-	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
-													 add_interval(change->now, DatumGetIntervalP(row->values[col[KC_TTL]])));
+	values[col[KC_EXPIRES_AT]] =
+		TimestampTzGetDatum(add_interval(change->now, key_ttl(row)));
 }
 
 /* Checkpoint: record the recovery point and state, and renew the lease. */
@@ -1108,8 +1120,8 @@ build_checkpoint(KeyChange *change, const KeyRow *row, Datum *values, bool *isnu
 	isnull[col[KC_CHECKPOINT]] = change->checkpoint_null;
 	values[col[KC_LOCKED_UNTIL]] = TimestampTzGetDatum(change->new_locked_until);
 	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
-	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(
-													 add_interval(change->new_locked_until, DatumGetIntervalP(row->values[col[KC_TTL]])));
+	values[col[KC_EXPIRES_AT]] =
+		TimestampTzGetDatum(add_interval(change->new_locked_until, key_ttl(row)));
 }
 
 
@@ -1154,7 +1166,7 @@ idem_reserve(PG_FUNCTION_ARGS)
 	keys_catalog_ensure();
 	desc = reservation_desc(fcinfo);
 	memset(res_null, true, sizeof(res_null));
-	keys_open(&kr, true);
+	keys_open(&kr, "idem.reserve()", true);
 
 	for (;;)
 	{
@@ -1295,7 +1307,7 @@ idem_reserve(PG_FUNCTION_ARGS)
  * in_progress, not expired.  Otherwise raise ID002 or ID003.
  */
 static void
-holder_change(text *scope, text *key, KeyChange *change)
+holder_change(const char *cmdname, text *scope, text *key, KeyChange *change)
 {
 	KeysRel		kr;
 	KeyRow		row;
@@ -1303,7 +1315,7 @@ holder_change(text *scope, text *key, KeyChange *change)
 
 	change->check = check_held;
 	keys_catalog_ensure();
-	keys_open(&kr, false);
+	keys_open(&kr, cmdname, false);
 	keys_snapshot(&kr);
 	if (!key_lookup(&kr, scope, key, &row))
 		result = KEY_GONE;
@@ -1398,7 +1410,7 @@ idem_complete(PG_FUNCTION_ARGS)
 	change.status = change.status_null ? (Datum) 0 : PG_GETARG_DATUM(3);
 	change.build = build_complete;
 
-	holder_change(scope, key, &change);
+	holder_change("idem.complete()", scope, key, &change);
 	PG_RETURN_VOID();
 }
 
@@ -1420,7 +1432,7 @@ idem_release(PG_FUNCTION_ARGS)
 	scope = name_arg(fcinfo, 2, true);
 	change.build = build_release;
 
-	holder_change(scope, key, &change);
+	holder_change("idem.release()", scope, key, &change);
 	PG_RETURN_VOID();
 }
 
@@ -1453,7 +1465,7 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 	change.lease = interval_arg(fcinfo, 5, "lease", &lease_dflt);
 	change.build = build_checkpoint;
 
-	holder_change(scope, key, &change);
+	holder_change("idem.checkpoint()", scope, key, &change);
 	PG_RETURN_VOID();
 }
 
@@ -1480,6 +1492,7 @@ idem_forget(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	bool		alive = false;
 
+	PreventCommandIfReadOnly("idem.forget()");
 	values[0] = PointerGetDatum(scope);
 	values[1] = PointerGetDatum(key);
 	values[2] = TimestampTzGetDatum(GetCurrentTimestamp());
@@ -1515,6 +1528,7 @@ idem_keys_purge(int32 max_rows)
 				 errmsg("max_rows must be positive"),
 				 errdetail("max_rows is %d.", max_rows)));
 
+	PreventCommandIfReadOnly("idem.purge()");
 	values[0] = TimestampTzGetDatum(GetCurrentTimestamp());
 	values[1] = Int64GetDatum(max_rows);
 

@@ -145,18 +145,18 @@ REVOKE ALL ON FUNCTION idem.purge(integer) FROM PUBLIC;
 
 -- Monitoring: per scope and stored state, the live keys, the expired ones
 -- waiting for purge(), and how long the oldest live in-progress key has
--- been held.  Wall-clock time, like the functions.
+-- been held.  Measured at the start of the query (statement_timestamp()),
+-- not of the transaction, like the functions' wall clock.
 CREATE VIEW idem.key_stats AS
 SELECT k.scope,
        k.state,
-       pg_catalog.count(*) FILTER (WHERE k.expires_at OPERATOR(pg_catalog.>) c.now) AS keys,
-       pg_catalog.count(*) FILTER (WHERE k.expires_at OPERATOR(pg_catalog.<=) c.now) AS expired,
-       c.now OPERATOR(pg_catalog.-) pg_catalog.min(k.created_at)
+       pg_catalog.count(*) FILTER (WHERE k.expires_at OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp()) AS keys,
+       pg_catalog.count(*) FILTER (WHERE k.expires_at OPERATOR(pg_catalog.<=) pg_catalog.statement_timestamp()) AS expired,
+       pg_catalog.statement_timestamp() OPERATOR(pg_catalog.-) pg_catalog.min(k.created_at)
          FILTER (WHERE k.state OPERATOR(pg_catalog.=) 'in_progress'::idem.key_state
-                 AND k.expires_at OPERATOR(pg_catalog.>) c.now) AS oldest_in_progress_age
-FROM idem.keys AS k,
-     (SELECT pg_catalog.clock_timestamp() AS now) AS c
-GROUP BY k.scope, k.state, c.now;
+                 AND k.expires_at OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp()) AS oldest_in_progress_age
+FROM idem.keys AS k
+GROUP BY k.scope, k.state;
 
 COMMENT ON VIEW idem.key_stats IS
 'Idempotency keys per scope and state: live keys, expired keys awaiting purge, age of the oldest live in-progress key';
