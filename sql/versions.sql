@@ -151,13 +151,15 @@ INSERT INTO acct VALUES (9, 'ida', 90, NULL)
 -- UPDATE ... FROM: each row is checked against its own version.
 CREATE TABLE acct_changes (id int, balance int, read_version int);
 INSERT INTO acct_changes VALUES (1, 1000, 5), (2, 2000, 6), (3, 3000, 2);
-UPDATE acct a SET balance = c.balance, version = c.read_version
-  FROM acct_changes c WHERE c.id = a.id
-  RETURNING a.id, a.balance, a.version;
+WITH u AS (
+  UPDATE acct a SET balance = c.balance, version = c.read_version
+    FROM acct_changes c WHERE c.id = a.id
+    RETURNING a.id, a.balance, a.version)
+SELECT * FROM u ORDER BY id;
 -- One stale row refuses the whole statement.
+UPDATE acct_changes c SET balance = c.balance + 1, read_version = a.version
+  FROM acct a WHERE a.id = c.id AND c.id <> 2;
 UPDATE acct_changes SET read_version = 1 WHERE id = 2;
-UPDATE acct a SET balance = c.balance + 1, version = a.version
-  FROM acct_changes c WHERE c.id = a.id AND c.id <> 2;
 UPDATE acct a SET balance = c.balance, version = c.read_version
   FROM acct_changes c WHERE c.id = a.id;
 \echo :LAST_ERROR_SQLSTATE
@@ -229,8 +231,8 @@ UPDATE acct SET balance = 3, version = 9223372036854775807 WHERE id = 12;
 UPDATE acct SET balance = 3 WHERE id = 12;
 \echo :LAST_ERROR_SQLSTATE
 -- A bigint version column follows the same rules.
-UPDATE acct SET balance = 4, version = 4 WHERE id = 3 RETURNING id, version;
-UPDATE acct SET balance = 4, version = 4 WHERE id = 3;
+UPDATE acct SET balance = 4, version = 3 WHERE id = 3 RETURNING id, version;
+UPDATE acct SET balance = 4, version = 3 WHERE id = 3;
 \echo :LAST_ERROR_SQLSTATE
 
 -- DELETE needs no version.

@@ -193,6 +193,36 @@ SELECT idem.unenforce_version('shifted');
 UPDATE shifted SET note = 'u' WHERE id = 1 RETURNING *;
 DROP TABLE shifted;
 
+-- Row layouts.  The guard writes the next version into a copy of the row,
+-- where the version lies; every other column must come back unchanged,
+-- whatever precedes the version: NULLs, short and long text, a TOASTed
+-- value, the data of a dropped column, 2-, 4- and 8-byte alignment.
+CREATE TABLE layout (id int PRIMARY KEY, a text, b smallint, gone text, c bigint,
+                     d text, e boolean, version bigint, f text);
+INSERT INTO layout VALUES
+  (1, 'x', 1, 'dropped data', 2, 'y', true, 1, 'after'),
+  (2, NULL, NULL, NULL, NULL, NULL, NULL, 1, NULL),
+  (3, repeat('long ', 40), NULL, repeat('g', 500), 3, NULL, false, 1, 'z'),
+  (4, (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 3000) g), 7, NULL, NULL,
+      repeat('q', 3000), NULL, 1, NULL),
+  (5, '', 0, '', 0, '', false, 1, '');
+ALTER TABLE layout DROP COLUMN gone;
+CREATE TEMP TABLE layout_before AS SELECT id, md5(row(a, b, c, d, e, f)::text) AS h FROM layout;
+SELECT idem.enforce_version('layout');
+WITH u AS (UPDATE layout SET version = 1 RETURNING id, version) SELECT * FROM u ORDER BY id;
+WITH u AS (UPDATE layout SET e = e, version = version RETURNING id, version) SELECT * FROM u ORDER BY id;
+SELECT idem.enforce_version('layout', mode => 'auto');
+WITH u AS (UPDATE layout SET f = f RETURNING id, version) SELECT * FROM u ORDER BY id;
+SELECT l.id, l.version, md5(row(a, b, c, d, e, f)::text) = b.h AS unchanged
+  FROM layout l JOIN layout_before b USING (id) ORDER BY id;
+-- The same with an integer version (4-byte alignment).
+ALTER TABLE layout ALTER COLUMN version TYPE int;
+WITH u AS (UPDATE layout SET version = 4 RETURNING id, version) SELECT * FROM u ORDER BY id;
+WITH u AS (UPDATE layout SET f = f RETURNING id, version) SELECT * FROM u ORDER BY id;
+SELECT l.id, l.version, md5(row(a, b, c, d, e, f)::text) = b.h AS unchanged
+  FROM layout l JOIN layout_before b USING (id) ORDER BY id;
+DROP TABLE layout, layout_before;
+
 -- Adding versions to an existing table: the column is added with a default
 -- (existing rows do not store it physically; PostgreSQL supplies the
 -- default when they are read), then enforced.

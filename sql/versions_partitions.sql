@@ -22,15 +22,15 @@ ALTER TABLE orders ATTACH PARTITION orders_asia FOR VALUES IN ('asia');
 SELECT attrelid::regclass AS rel, attname, attnum FROM pg_attribute
   WHERE attrelid IN ('orders'::regclass, 'orders_us'::regclass, 'orders_asia'::regclass)
     AND attname IN ('version', 'note')
-  ORDER BY 1::text, attnum;
+  ORDER BY attrelid::regclass::text, attnum;
 
 SELECT idem.enforce_version('orders');
 SELECT tgrelid::regclass AS rel, tgparentid <> 0 AS cloned, pg_get_triggerdef(oid)
-  FROM pg_trigger WHERE tgname = 'idem_version_guard' ORDER BY 1::text;
+  FROM pg_trigger WHERE tgname = 'idem_version_guard' ORDER BY tgrelid::regclass::text;
 -- A partition created later gets the guard too.
 CREATE TABLE orders_other PARTITION OF orders DEFAULT;
 SELECT tgrelid::regclass AS rel, tgparentid <> 0 AS cloned
-  FROM pg_trigger WHERE tgname = 'idem_version_guard' ORDER BY 1::text;
+  FROM pg_trigger WHERE tgname = 'idem_version_guard' ORDER BY tgrelid::regclass::text;
 
 -- INSERT through the parent: NULL -> 1, whatever the partition's layout.
 INSERT INTO orders VALUES ('eu', 1, NULL, 'a'), ('us', 1, NULL, 'a'), ('asia', 1, NULL, 'a'),
@@ -38,7 +38,9 @@ INSERT INTO orders VALUES ('eu', 1, NULL, 'a'), ('us', 1, NULL, 'a'), ('asia', 1
   RETURNING tableoid::regclass, *;
 
 -- UPDATE through the parent, in each partition.
-UPDATE orders SET note = 'b', version = 1 WHERE id = 1 AND region <> 'mars' RETURNING tableoid::regclass, *;
+WITH u AS (UPDATE orders SET note = 'b', version = 1 WHERE id = 1 AND region <> 'mars'
+           RETURNING tableoid::regclass, *)
+SELECT * FROM u ORDER BY region;
 -- Assigning only the note must be a blind write in every partition (in
 -- orders_us the parent's note is the partition's version: a guard that
 -- read the parent's numbers would take this for an assigned version).
@@ -77,9 +79,13 @@ INSERT INTO orders VALUES ('asia', 1, 3, 'blind upsert')
 -- UPDATE ... FROM through the parent.
 CREATE TABLE order_edits (region text, id int, note text, read_version int);
 INSERT INTO order_edits VALUES ('eu', 1, 'from', 2), ('us', 1, 'from', 5), ('asia', 1, 'from', 4);
-UPDATE orders o SET note = e.note, version = e.read_version
-  FROM order_edits e WHERE e.region = o.region AND e.id = o.id
-  RETURNING o.tableoid::regclass, o.*;
+WITH u AS (
+  UPDATE orders o SET note = e.note, version = e.read_version
+    FROM order_edits e WHERE e.region = o.region AND e.id = o.id
+    RETURNING o.tableoid::regclass, o.*)
+SELECT * FROM u ORDER BY region;
+-- One stale row (asia's) refuses the whole statement.
+UPDATE order_edits SET read_version = read_version + 1 WHERE region <> 'asia';
 UPDATE orders o SET note = e.note, version = e.read_version
   FROM order_edits e WHERE e.region = o.region AND e.id = o.id;
 \echo :LAST_ERROR_SQLSTATE
@@ -102,8 +108,9 @@ DROP VIEW orders_view;
 -- Auto mode on the parent applies to every partition.
 SELECT idem.enforce_version('orders', mode => 'auto');
 SELECT tgrelid::regclass AS rel, tgparentid <> 0 AS cloned, pg_get_triggerdef(oid)
-  FROM pg_trigger WHERE tgname = 'idem_version_guard' ORDER BY 1::text;
-UPDATE orders SET note = 'auto' RETURNING tableoid::regclass, *;
+  FROM pg_trigger WHERE tgname = 'idem_version_guard' ORDER BY tgrelid::regclass::text;
+WITH u AS (UPDATE orders SET note = 'auto' RETURNING tableoid::regclass, *)
+SELECT * FROM u ORDER BY region, id;
 
 -- A partition's inherited guard is managed on the parent: enforcing the same
 -- configuration on the partition is a no-op, another one or unenforcing it
@@ -137,7 +144,7 @@ SELECT count(*) FROM pg_trigger WHERE tgname = 'idem_version_guard';
 SELECT idem.enforce_version('orders_eu', mode => 'auto');
 SELECT idem.enforce_version('orders');
 SELECT tgrelid::regclass AS rel, tgparentid <> 0 AS cloned, pg_get_triggerdef(oid)
-  FROM pg_trigger WHERE tgname = 'idem_version_guard' ORDER BY 1::text;
+  FROM pg_trigger WHERE tgname = 'idem_version_guard' ORDER BY tgrelid::regclass::text;
 UPDATE orders SET note = 'strict again' WHERE region = 'eu';
 \echo :LAST_ERROR_SQLSTATE
 

@@ -35,6 +35,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tupmacs.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/objectaddress.h"
@@ -45,6 +46,7 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -116,6 +118,7 @@ static VersionGuardCache *version_guard_cache(FunctionCallInfo fcinfo,
 											  TriggerData *trigdata);
 static HeapTuple version_guard_set(TriggerData *trigdata, HeapTuple tuple,
 								   VersionGuardCache *cache, int64 version);
+static char *version_field(HeapTuple tuple, TupleDesc tupdesc, AttrNumber attnum);
 static int64 version_guard_next(TriggerData *trigdata, VersionGuardCache *cache,
 								int64 stored);
 static bool parse_version_mode(const char *mode, VersionMode *result);
@@ -186,8 +189,13 @@ idem_version_guard(PG_FUNCTION_ARGS)
 		return PointerGetDatum(version_guard_set(trigdata, tuple, cache, 1));
 	}
 
-	/* UPDATE: the stored version is the one in the row being replaced. */
-	datum = heap_getattr(trigdata->tg_trigtuple, cache->attnum, tupdesc, &isnull);
+	/*
+	 * UPDATE: the stored version is the one in the row being replaced (the
+	 * latest committed version, re-fetched and locked by the executor when
+	 * a concurrent writer got there first).  Both rows are read from the
+	 * executor's slots: the new row's is already deformed.
+	 */
+	datum = slot_getattr(trigdata->tg_trigslot, cache->attnum, &isnull);
 	if (isnull)
 		stored = 0;
 	else
@@ -196,7 +204,7 @@ idem_version_guard(PG_FUNCTION_ARGS)
 	newtuple = trigdata->tg_newtuple;
 	isnull = true;
 	if (bms_is_member(cache->updcol, trigdata->tg_updatedcols))
-		datum = heap_getattr(newtuple, cache->attnum, tupdesc, &isnull);
+		datum = slot_getattr(trigdata->tg_newslot, cache->attnum, &isnull);
 
 	if (isnull)
 	{
@@ -380,18 +388,75 @@ version_guard_next(TriggerData *trigdata, VersionGuardCache *cache, int64 stored
 /*
  * Return a copy of tuple with the version column set to version.  The caller
  * returns it to the executor, which stores it in place of the proposed row.
+ *
+ * When the tuple stores a non-NULL version, the copy is made with
+ * heap_copytuple() and the integer is overwritten where it lies: the
+ * column is fixed-width and passed by value, so the tuple's layout does not
+ * change.  This is the common case (an UPDATE assigning the version) and
+ * costs a fraction of deforming and re-forming the row.  A NULL version (an
+ * INSERT, a stored NULL) changes the null bitmap and the size, and a
+ * version column added after the row was written is not stored in it at
+ * all; those rows are rebuilt with heap_modify_tuple_by_cols().
  */
 static HeapTuple
 version_guard_set(TriggerData *trigdata, HeapTuple tuple,
 				  VersionGuardCache *cache, int64 version)
 {
+	TupleDesc	tupdesc = RelationGetDescr(trigdata->tg_relation);
 	int			attnum = cache->attnum;
 	Datum		value;
 	bool		isnull = false;
 
+	if (attnum <= HeapTupleHeaderGetNatts(tuple->t_data) &&
+		!(HeapTupleHasNulls(tuple) && att_isnull(attnum - 1, tuple->t_data->t_bits)))
+	{
+		HeapTuple	copy = heap_copytuple(tuple);
+		char	   *field = version_field(copy, tupdesc, attnum);
+
+		if (cache->is_int8)
+		{
+			int64		v = version;
+
+			memcpy(field, &v, sizeof(v));
+		}
+		else
+		{
+			int32		v = (int32) version;
+
+			memcpy(field, &v, sizeof(v));
+		}
+		return copy;
+	}
+
 	value = cache->is_int8 ? Int64GetDatum(version) : Int32GetDatum((int32) version);
-	return heap_modify_tuple_by_cols(tuple, RelationGetDescr(trigdata->tg_relation),
-									 1, &attnum, &value, &isnull);
+	return heap_modify_tuple_by_cols(tuple, tupdesc, 1, &attnum, &value, &isnull);
+}
+
+/*
+ * Locate the stored bytes of attribute attnum in a tuple that stores it and
+ * where it is not NULL: walk the attributes before it the way
+ * nocachegetattr() does, skipping NULLs and aligning each stored value.
+ */
+static char *
+version_field(HeapTuple tuple, TupleDesc tupdesc, AttrNumber attnum)
+{
+	HeapTupleHeader td = tuple->t_data;
+	char	   *tp = (char *) td + td->t_hoff;
+	bits8	   *bp = td->t_bits;
+	bool		hasnulls = HeapTupleHasNulls(tuple);
+	uint32		off = 0;
+
+	for (int i = 0; i < attnum - 1; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (hasnulls && att_isnull(i, bp))
+			continue;
+		off = att_align_pointer(off, att->attalign, att->attlen, tp + off);
+		off = att_addlength_pointer(off, att->attlen, tp + off);
+	}
+	off = att_align_nominal(off, TupleDescAttr(tupdesc, attnum - 1)->attalign);
+	return tp + off;
 }
 
 /* Parse a mode name, case-insensitively; false if it is not one. */
