@@ -145,7 +145,7 @@ SELECT call, pg_temp.err(call) AS outcome FROM (VALUES
   ($$SELECT idem.emit('', '{}')$$),
   ($$SELECT idem.emit(repeat('t', 255), '{}')$$),
   ($$SELECT idem.emit(repeat('t', 256), '{}')$$),
-  ($$SELECT idem.emit(repeat('é', 128), '{}')$$),
+  ($$SELECT idem.emit(repeat(U&'\00E9', 128), '{}')$$),  -- 128 two-byte characters
   ($$SELECT idem.emit('orders', 'null')$$),
   ($$SELECT idem.emit('orders', '{}', headers => '"x"')$$),
   ($$SELECT idem.subscribe(NULL)$$),

@@ -148,6 +148,10 @@ REVOKE ALL ON FUNCTION idem.trim_outbox(integer) FROM PUBLIC;
 
 -- Per consumer: the committed events of its topics it has not finished yet
 -- (the open batch counts as pending) and how long the oldest has waited.
+-- Unfinished events are those of transactions that started at or after the
+-- consumer's snapshot (an xid range, bounded above by the current snapshot so
+-- that the planner sees a narrow range) or were running then (its xip list):
+-- two index scans, however much finished history is retained.
 CREATE VIEW idem.consumer_lag AS
 SELECT c.name AS consumer,
        c.topics,
@@ -158,14 +162,22 @@ SELECT c.name AS consumer,
   FROM idem.consumers c
  CROSS JOIN LATERAL (
        SELECT pg_catalog.count(*) AS pending,
-              pg_catalog.min(o.created_at) AS oldest
-         FROM idem.outbox o
-        WHERE o.xid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin(c.snapshot)
-          AND NOT pg_catalog.pg_visible_in_snapshot(o.xid, c.snapshot)
-          AND (c.topics IS NULL OR o.topic OPERATOR(pg_catalog.=) ANY (c.topics))
+              pg_catalog.min(e.created_at) AS oldest
+         FROM (SELECT o.id, o.xid, o.topic, o.created_at
+                 FROM idem.outbox o
+                WHERE o.xid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.snapshot)
+                  AND o.xid OPERATOR(pg_catalog.<)
+                      pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())
+               UNION ALL
+               SELECT o.id, o.xid, o.topic, o.created_at
+                 FROM idem.outbox o
+                WHERE o.xid OPERATOR(pg_catalog.=)
+                      ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip(c.snapshot)))) e
+        WHERE NOT pg_catalog.pg_visible_in_snapshot(e.xid, c.snapshot)
+          AND (c.topics IS NULL OR e.topic OPERATOR(pg_catalog.=) ANY (c.topics))
           AND NOT COALESCE(c.window_snapshot IS NOT NULL
-                           AND pg_catalog.pg_visible_in_snapshot(o.xid, c.window_snapshot)
-                           AND o.id OPERATOR(pg_catalog.<=) c.window_done_id, false)) p;
+                           AND pg_catalog.pg_visible_in_snapshot(e.xid, c.window_snapshot)
+                           AND e.id OPERATOR(pg_catalog.<=) c.window_done_id, false)) p;
 
 COMMENT ON VIEW idem.consumer_lag IS
 'Per consumer: committed events not finished yet and the age of the oldest of them';
