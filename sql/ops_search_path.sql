@@ -14,6 +14,8 @@ CREATE SCHEMA regress_attack AUTHORIZATION regress_idem_attacker;
 CREATE TABLE regress_attack_accounts (id int PRIMARY KEY, balance int NOT NULL, version int);
 SELECT idem.enforce_version('regress_attack_accounts');
 GRANT SELECT, INSERT, UPDATE ON regress_attack_accounts TO regress_idem_attacker;
+-- As every role could before PostgreSQL 15, the attacker may create in public.
+GRANT CREATE ON SCHEMA public TO regress_idem_attacker;
 
 SET ROLE regress_idem_attacker;
 CREATE TABLE regress_attack.tripwire (what text);
@@ -78,6 +80,14 @@ LANGUAGE sql AS $$ SELECT regress_attack.trip('sha256()'); SELECT '\x00'::bytea 
 CREATE FUNCTION regress_attack.quote_ident(text) RETURNS text
 LANGUAGE sql AS $$ SELECT regress_attack.trip('quote_ident()'); SELECT 'x' $$;
 
+-- The classic: a hostile "=" in public.
+CREATE FUNCTION public.regress_evil_eq(text, text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT regress_attack.trip('public.= text') $$;
+CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.regress_evil_eq);
+CREATE FUNCTION public.regress_evil_eq(bigint, bigint) RETURNS boolean
+LANGUAGE sql AS $$ SELECT regress_attack.trip('public.= bigint') $$;
+CREATE OPERATOR public.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = public.regress_evil_eq);
+
 -- Shadowing tables, in the attacker's schema and in pg_temp.
 CREATE TABLE regress_attack.keys (scope text, key text);
 CREATE TABLE regress_attack.outbox (id bigint);
@@ -86,11 +96,11 @@ CREATE TEMP TABLE keys (scope text, key text);
 CREATE TEMP TABLE outbox (id bigint);
 CREATE TEMP TABLE consumers (name text);
 
--- The attacker's schema goes first, ahead of pg_catalog.
-SET search_path = regress_attack, pg_catalog, public;
+-- public and the attacker's schema go first, ahead of pg_catalog.
+SET search_path = public, regress_attack, pg_catalog;
 
 -- The traps are armed: an unqualified query is fooled.
-SELECT 'a' = 'b' AS a_equals_b, now() AS now_is;
+SELECT 'a' = 'b' AS a_equals_b, 1::bigint = 2::bigint AS one_equals_two, now() AS now_is;
 SELECT what FROM regress_attack.tripwire ORDER BY what;
 TRUNCATE regress_attack.tripwire;
 

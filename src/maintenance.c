@@ -14,9 +14,9 @@
  * one call stays short, and the rows it deleted stay locked only briefly.
  * The background worker does the same tasks but commits after every batch,
  * so it can work through a large backlog while holding each batch's row
- * locks for milliseconds.  The batches themselves pick their rows with
- * SKIP LOCKED, so neither ever waits for, or blocks, concurrent reserve()
- * or emit() traffic.
+ * locks for milliseconds.  Neither waits for application traffic: expired
+ * keys are picked with SKIP LOCKED (a key being taken over is skipped), and
+ * the outbox events deleted are ones no emitter or relay touches any more.
  *
  * The worker follows the src/test/modules/worker_spi skeleton: it connects
  * to idem.maintenance_database once, sleeps on its latch between runs,
@@ -375,6 +375,8 @@ worker_run(void)
 		}
 	}
 
+	StaticAssertStmt(N_MAINTENANCE_TASKS == 2,
+					 "the summary below names every maintenance task");
 	elog(DEBUG1, "pg_idem maintenance: deleted " INT64_FORMAT " expired keys and "
 		 INT64_FORMAT " outbox events", done[0], done[1]);
 }

@@ -74,6 +74,9 @@ $fn$;
 COMMENT ON FUNCTION idem.grant_usage(regrole) IS
 'Grant a role what an application needs: schema usage, the key, outbox and consumer functions, and the monitoring views';
 
+REVOKE ALL ON FUNCTION idem.maintain() FROM PUBLIC;
+REVOKE ALL ON FUNCTION idem.grant_usage(regrole) FROM PUBLIC;
+
 -- The final sweep: nothing in schema idem is usable by PUBLIC.  Functions get
 -- EXECUTE for PUBLIC by default when created, so every fragment revokes its
 -- own, and this catches anything a fragment forgot.  Upgrade scripts repeat
