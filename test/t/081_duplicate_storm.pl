@@ -93,10 +93,10 @@ my $serialization = grep { $_->{sqlstate} eq '40001' } @entries;
 diag(sprintf(
 		'duplicate storm: %d clients, %d requests over 100 keys in %.1f s: '
 		  . '%d acquired, %d replays, %d in_progress (duplicates answered without acting: %d); '
-		  . '%d serialization failures retried; by mode acquired/replay/in_progress: %s',
+		  . '%d serialization failures retried; by mode acquired/replay/in_progress: %s; test %d s',
 		$clients, $requests, $elapsed, $by{acquired} // 0, $by{replay} // 0,
 		$by{in_progress} // 0, ($by{replay} // 0) + ($by{in_progress} // 0),
-		$serialization, $modes));
+		$serialization, $modes, time - $^T));
 
 $node->stop;
 done_testing();

@@ -1222,10 +1222,10 @@ if ($ENV{RELIABILITY_VERBOSE})
 
 my %by_fn;
 $by_fn{ $_->{fn} }++ for @cases;
-diag(sprintf('hostile input: %d bad inputs tried (%s); answers: %s',
+diag(sprintf('hostile input: %d bad inputs tried (%s); answers: %s; %d s',
 		scalar(@cases),
 		join(', ', map { "$_ $by_fn{$_}" } sort keys %by_fn),
-		join(', ', map { "$_ x$by_code{$_}" } sort keys %by_code)));
+		join(', ', map { "$_ x$by_code{$_}" } sort keys %by_code), time - $^T));
 
 $node->stop;
 done_testing();
