@@ -362,10 +362,10 @@ my @sorted_rt = sort { $a <=> $b } @restart_times;
 diag(sprintf(
 		'crash loop: %d crashes (restart %.1f-%.1f s), %d requests completed by pgbench '
 		  . '(%d clients cut off by crashes), outcomes about: %s; %d payments over %d keys; '
-		  . '%d events, %d batches, %d re-reads (%d after the relay dropped a batch), %d finished '
+		  . '%d crashes left orphaned backends to wait for; %d events, %d batches, %d re-reads (%d after the relay dropped a batch), %d finished '
 		  . 'without the relay hearing back; %d holders fenced off (ID002); seed %d; %d s',
 		$total{crashes}, $sorted_rt[0] // 0, $sorted_rt[-1] // 0, $total{requests},
-		$total{aborted}, $counters, $npay, $keys, $nevents, scalar(@order),
+		$total{aborted}, $counters, $npay, $keys, $IdemReliability::orphan_waits, $nevents, scalar(@order),
 		$redelivered, $dropped, $unacked, $fenced, $seed, time - $^T));
 cmp_ok($total{crashes}, '>=', $rounds, "the server was crashed $rounds times");
 

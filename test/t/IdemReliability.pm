@@ -104,7 +104,10 @@ sub _orphans
 # still holds the shared memory segment, and a new postmaster refuses to
 # start while it does), then start the server again: crash recovery runs.
 # This is IdemTest::crash_and_restart plus the wait for orphans, which a
-# crash under load needs.  Returns the seconds the restart took.
+# crash under load needs ($orphan_waits counts the crashes that left some).
+# Returns the seconds the restart took.
+our $orphan_waits = 0;
+
 sub crash_restart_settled
 {
 	my ($node) = @_;
@@ -118,6 +121,7 @@ sub crash_restart_settled
 	wait_pid_gone($pid, 120)
 	  or die "postmaster $pid did not exit after SIGKILL";
 	my $deadline = time + 120;
+	$orphan_waits++ if _orphans($node->data_dir);
 	while (my @left = _orphans($node->data_dir))
 	{
 		die "backends @left outlived their postmaster for 120s"
