@@ -941,7 +941,7 @@ as_role('hostile_app', 'purge', q{idem.purge()}, ['42501']);
 as_role('hostile_app', 'trim_outbox', q{idem.trim_outbox()}, ['42501']);
 as_role('hostile_app', 'maintain', q{(SELECT count(*) FROM idem.maintain())}, ['42501']);
 as_role('hostile_app', 'enforce_version on its own table', q{idem.enforce_version('app_owned') IS NULL}, ['42501']);
-as_role('hostile_app', 'grant_usage to itself', q{idem.grant_usage('hostile_nobody') IS NULL}, ['42501']);
+as_role('hostile_app', 'grant_usage to another role', q{idem.grant_usage('hostile_nobody') IS NULL}, ['42501']);
 as_role('hostile_app', 'INSERT INTO idem.keys',
 	q{INSERT INTO idem.keys (scope, key, state, ttl, created_at, updated_at, expires_at) VALUES ('', 'x', 'completed', '1 day', now(), now(), now())},
 	['42501']);
