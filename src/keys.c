@@ -300,6 +300,7 @@ static IdemPlan plan_purge = {
 };
 
 /* arguments */
+static int	errdetail_null_arg(FunctionCallInfo fcinfo, const char *argname);
 static text *name_arg(FunctionCallInfo fcinfo, int argno, bool is_scope);
 static int64 token_arg(FunctionCallInfo fcinfo, int argno);
 static Interval *interval_arg(FunctionCallInfo fcinfo, int argno,
@@ -356,6 +357,14 @@ static void raise_not_held(text *scope, text *key, int64 token,
 						   const KeyRow *row, TimestampTz now);
 
 
+/* The DETAIL of a NULL-argument error: which argument of which function */
+static int
+errdetail_null_arg(FunctionCallInfo fcinfo, const char *argname)
+{
+	return errdetail("Argument %s of idem.%s() is NULL.", argname,
+					 get_func_name(fcinfo->flinfo->fn_oid));
+}
+
 /*
  * Fetch a key or scope argument, enforcing SPEC.md's input rules: NULL is
  * 22004, longer than 255 bytes is 22001, and an empty key is 22023 (an
@@ -373,6 +382,7 @@ name_arg(FunctionCallInfo fcinfo, int argno, bool is_scope)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("idempotency %s must not be null", what),
+				 errdetail_null_arg(fcinfo, what),
 				 is_scope ? errhint("The default scope is the empty string.") : 0));
 
 	t = PG_GETARG_TEXT_PP(argno);
@@ -400,6 +410,7 @@ token_arg(FunctionCallInfo fcinfo, int argno)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("idempotency token must not be null"),
+				 errdetail_null_arg(fcinfo, "token"),
 				 errhint("Pass the token that idem.reserve() returned with outcome acquired.")));
 	return PG_GETARG_INT64(argno);
 }
@@ -1457,6 +1468,7 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("recovery point must not be null"),
+				 errdetail_null_arg(fcinfo, "recovery_point"),
 				 errhint("Pass a label for the step the work has reached, such as 'card_charged'.")));
 	change.recovery_point = PG_GETARG_DATUM(2);
 	change.checkpoint_null = PG_ARGISNULL(3);
@@ -1547,6 +1559,7 @@ idem_purge(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("max_rows must not be null")));
+				 errmsg("max_rows must not be null"),
+				 errdetail_null_arg(fcinfo, "max_rows")));
 	PG_RETURN_INT64(idem_keys_purge(PG_GETARG_INT32(0)));
 }

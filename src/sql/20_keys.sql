@@ -33,9 +33,11 @@ CREATE TYPE idem.key_state AS ENUM ('in_progress', 'completed', 'released');
 COMMENT ON TYPE idem.key_state IS
 'Stored state of an idempotency key: in_progress (held under a lease), completed (response stored), released (given up by its holder)';
 
--- Fencing tokens come from one sequence, so a token is never issued twice
--- in a database: not for another key, and not for the same key after it
--- expired, was purged and was reserved again.
+-- Fencing tokens come from one sequence, so committed reservations never
+-- share a token: not with another key, and not with the same key after it
+-- expired, was purged and was reserved again.  (Like any sequence value, a
+-- token taken by a transaction that never committed may come back after a
+-- crash; it never belonged to a durable reservation.)
 CREATE SEQUENCE idem.key_token_seq AS bigint;
 
 COMMENT ON SEQUENCE idem.key_token_seq IS
@@ -44,8 +46,8 @@ COMMENT ON SEQUENCE idem.key_token_seq IS
 -- Keys and scopes are opaque byte strings, hence COLLATE "C": equality is
 -- byte equality and the primary key compares with memcmp, not strcoll.
 CREATE TABLE idem.keys (
-  scope          text COLLATE "C" NOT NULL,
-  key            text COLLATE "C" NOT NULL,
+  scope          text COLLATE pg_catalog."C" NOT NULL,
+  key            text COLLATE pg_catalog."C" NOT NULL,
   state          idem.key_state NOT NULL,
   token          bigint NOT NULL DEFAULT pg_catalog.nextval('idem.key_token_seq'::pg_catalog.regclass),
   fingerprint    bytea,                 -- idem.fingerprint(request); NULL for a NULL request
