@@ -281,6 +281,7 @@ static int64 fetch_window(OutboxScan *s, const Window *w, int64 upto,
 						  HeapTuple **rows, int64 *last_kept);
 static bool read_consumer(text *consumer, ConsumerState *st, bool lock);
 static bool same_start(const ConsumerState *a, const ConsumerState *b);
+static bool snapshot_is_foreign(const OutboxSnapshot *s);
 static void report_consumer_unknown(text *consumer);
 static Tuplestorestate *begin_materialize(FunctionCallInfo fcinfo,
 										  TupleDesc *tupdesc);
@@ -764,6 +765,18 @@ read_consumer(text *consumer, ConsumerState *st, bool lock)
 
 	st->prev_datum = SPI_getbinval(tup, desc, 1, &isnull);
 	st->prev = snapshot_from_datum(st->prev_datum);
+	if (snapshot_is_foreign(st->prev))
+	{
+		char	   *name = text_to_cstring(consumer);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("position of outbox consumer \"%s\" is ahead of this server's transactions", name),
+				 errdetail("Its snapshot ends at transaction " UINT64_FORMAT ", but this server has only reached " UINT64_FORMAT "; it was probably restored from a dump of another cluster.",
+						   U64FromFullTransactionId(st->prev->xmax),
+						   U64FromFullTransactionId(ReadNextFullTransactionId())),
+				 errhint("Re-create the consumer with idem.unsubscribe() and idem.subscribe(); see \"Backups\" in the outbox documentation.")));
+	}
 	d = SPI_getbinval(tup, desc, 2, &isnull);
 	st->window_datum = isnull ? (Datum) 0 : d;
 	st->window = isnull ? NULL : snapshot_from_datum(d);
@@ -807,6 +820,20 @@ same_start(const ConsumerState *a, const ConsumerState *b)
 			return false;
 	}
 	return true;
+}
+
+/*
+ * Was this snapshot taken by another cluster?  A consumer's position can
+ * never be ahead of this server's transaction counter, unless it was
+ * restored from a dump of another cluster (pg_upgrade and physical replicas
+ * keep the counter, a dump does not).  Read in this cluster's xid space,
+ * such a position would call every new event finished: it would never be
+ * delivered, and trimming would delete it.
+ */
+static bool
+snapshot_is_foreign(const OutboxSnapshot *s)
+{
+	return FullTransactionIdFollows(s->xmax, ReadNextFullTransactionId());
 }
 
 /* ID020 for a consumer that is not subscribed. */
@@ -1375,6 +1402,16 @@ idem_outbox_trim(int32 max_rows)
 
 		snaps[i] = snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[i],
 													 SPI_tuptable->tupdesc, 1, &isnull));
+		if (snapshot_is_foreign(snaps[i]))
+		{
+			/* restored from another cluster: "finished" means nothing */
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("outbox events are not trimmed while a consumer's position is ahead of this server's transactions"),
+					 errhint("Re-create the consumers restored from another cluster; see \"Backups\" in the outbox documentation.")));
+			SPI_finish();
+			return 0;
+		}
 	}
 	ids = palloc(sizeof(Datum) * maxids);
 
