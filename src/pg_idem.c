@@ -91,12 +91,20 @@ _PG_init(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	/*
+	 * The worker connects once, so the database is fixed at server start.
+	 * PostgreSQL only lets a library define a PGC_POSTMASTER setting while
+	 * it is being preloaded (later it is a FATAL error in the loading
+	 * backend); loaded on first use instead, there is no worker and the
+	 * setting is inert, so it is defined as a reloadable one.
+	 */
 	DefineCustomStringVariable("idem.maintenance_database",
 							   "Database in which the background worker runs idem.maintain().",
 							   NULL,
 							   &idem_maintenance_database,
 							   "postgres",
-							   PGC_POSTMASTER,
+							   process_shared_preload_libraries_in_progress ?
+							   PGC_POSTMASTER : PGC_SIGHUP,
 							   0,
 							   check_maintenance_database, NULL, NULL);
 

@@ -115,7 +115,9 @@ idem_cluster_start() {
 		local line
 		for line in "$@"; do echo "$line"; done
 	} >>"$IDEM_WORK/data/postgresql.conf"
-	idem_as_pg pg_ctl -D "$IDEM_WORK/data" -l "$IDEM_WORK/server.log" -w -s start ||
+	# 9>&-: the server must not inherit the harness lock, or a server left
+	# behind by a killed run would hold it forever.
+	idem_as_pg pg_ctl -D "$IDEM_WORK/data" -l "$IDEM_WORK/server.log" -w -s start 9>&- ||
 		{ cat "$IDEM_WORK/server.log"; return 1; }
 	echo "== throwaway cluster on port $PGPORT, socket $IDEM_WORK"
 }

@@ -18,6 +18,8 @@ SUITES=${IDEM_SUITES:-regress isolation pgtap tap}
 passed=0
 failed=0
 broken=()
+suite_total=0
+last_bad=0
 
 idem_setup
 idem_cluster_start
@@ -31,7 +33,7 @@ count_regress() {
 	ok=$(grep -cE '\.\.\. ok' "$log" || true)
 	bad=$(grep -cE '\.\.\. (FAILED|failed)' "$log" || true)
 	passed=$((passed + ok)); failed=$((failed + bad))
-	suite_total=$((ok + bad))
+	suite_total=$((ok + bad)); last_bad=$bad
 }
 
 # Count top-level TAP results in verbose prove output.  A script that died
@@ -43,27 +45,41 @@ count_tap() {
 	ok=$((ok - bad))
 	if grep -q '^Result: FAIL' "$log" && [ "$bad" -eq 0 ]; then bad=1; fi
 	passed=$((passed + ok)); failed=$((failed + bad))
-	suite_total=$((ok + bad))
+	suite_total=$((ok + bad)); last_bad=$bad
+}
+
+# A runner that exited non-zero without reporting a failed test (pg_regress
+# aborting on a missing expected file, a prove bail-out) or that ran no test
+# at all still counts as a failure: a suite can never pass by not running.
+check_runner() {
+	local suite=$1 rc=$2
+	if [ "$suite_total" -eq 0 ]; then
+		broken+=("$suite: ran no test")
+	elif [ "$rc" -ne 0 ] && [ "$last_bad" -eq 0 ]; then
+		broken+=("$suite: runner exited with status $rc without a failed test")
+	fi
 }
 
 run_regress() {
 	[ -n "$(ls sql/*.sql 2>/dev/null)" ] || return 0
 	echo "== regress (pg_regress)"
 	rm -f regression.diffs
-	make -s installcheck PG_CONFIG="$PG_CONFIG" ISOLATION= TAP_TESTS= 2>&1 | tee "$LOGS/regress.log" || true
+	local rc=0
+	make -s installcheck PG_CONFIG="$PG_CONFIG" ISOLATION= TAP_TESTS= 2>&1 | tee "$LOGS/regress.log" || rc=$?
 	[ ! -s regression.diffs ] || head -n 400 regression.diffs
 	count_regress "$LOGS/regress.log"
-	[ "$suite_total" -gt 0 ] || broken+=(regress)
+	check_runner regress "$rc"
 }
 
 run_isolation() {
 	[ -n "$(ls test/specs/*.spec 2>/dev/null)" ] || return 0
 	echo "== isolation (pg_isolation_regress)"
 	rm -f output_iso/regression.diffs
-	make -s installcheck PG_CONFIG="$PG_CONFIG" REGRESS= TAP_TESTS= 2>&1 | tee "$LOGS/isolation.log" || true
+	local rc=0
+	make -s installcheck PG_CONFIG="$PG_CONFIG" REGRESS= TAP_TESTS= 2>&1 | tee "$LOGS/isolation.log" || rc=$?
 	[ ! -s output_iso/regression.diffs ] || head -n 400 output_iso/regression.diffs
 	count_regress "$LOGS/isolation.log"
-	[ "$suite_total" -gt 0 ] || broken+=(isolation)
+	check_runner isolation "$rc"
 }
 
 run_pgtap() {
@@ -71,10 +87,11 @@ run_pgtap() {
 	echo "== pgtap (pg_prove)"
 	PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS idem_pgtap" -c "CREATE DATABASE idem_pgtap"
 	psql -X -q -v ON_ERROR_STOP=1 -d idem_pgtap -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION pg_idem"
-	pg_prove -v -d idem_pgtap test/pgtap/*.sql >"$LOGS/pgtap.log" 2>&1 || true
+	local rc=0
+	pg_prove -v -d idem_pgtap test/pgtap/*.sql >"$LOGS/pgtap.log" 2>&1 || rc=$?
 	grep -vE '^\s*ok [0-9]+' "$LOGS/pgtap.log" || true
 	count_tap "$LOGS/pgtap.log"
-	[ "$suite_total" -gt 0 ] || broken+=(pgtap)
+	check_runner pgtap "$rc"
 }
 
 # Perl TAP tests start clusters of their own, so they run as the
@@ -88,10 +105,11 @@ run_tap() {
 	[ "$(id -u)" -ne 0 ] || chown -R "$IDEM_PG_USER" "$tapdir"
 	local pgxs_perl
 	pgxs_perl="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/perl"
+	local rc=0
 	(cd "$tapdir" && idem_as_pg env TESTDIR="$tapdir" PATH="$PGBIN:$PATH" \
 		PG_REGRESS="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress" \
 		IDEM_ROOT="$IDEM_ROOT" \
-		prove -v -I "$pgxs_perl" -I t t/*.pl) >"$LOGS/tap.log" 2>&1 || true
+		prove -v -I "$pgxs_perl" -I t t/*.pl 9>&-) >"$LOGS/tap.log" 2>&1 || rc=$?
 	grep -vE '^\s*ok [0-9]+' "$LOGS/tap.log" || true
 	if grep -q '^Result: FAIL' "$LOGS/tap.log"; then
 		for f in "$tapdir"/tmp_check/log/regress_log_*; do
@@ -99,7 +117,7 @@ run_tap() {
 		done
 	fi
 	count_tap "$LOGS/tap.log"
-	[ "$suite_total" -gt 0 ] || broken+=(tap)
+	check_runner tap "$rc"
 }
 
 for suite in $SUITES; do
@@ -107,7 +125,7 @@ for suite in $SUITES; do
 done
 
 for b in "${broken[@]}"; do
-	echo "suite $b ran no test: counted as a failure"
+	echo "suite $b: counted as a failure"
 	failed=$((failed + 1))
 done
 echo "$passed passed, $failed failed"
