@@ -27,7 +27,7 @@ use IdemReliability;
 
 my $rounds = $ENV{RELIABILITY_ROUNDS} // 12;
 my $seed = $ENV{RELIABILITY_SEED} // int(rand(2**31));
-my $keys = 2000 * ($rounds + 1);
+my $keys = 4000 * ($rounds + 1);    # large enough that new keys keep coming
 my $lease_s = 3;
 srand($seed);
 my $t0 = time;
