@@ -123,4 +123,59 @@ idem_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot,
 	return result;
 }
 
+/*
+ * Shared memory and hooks (outbox_notify.c).
+ *
+ * 15 added shmem_request_hook, the only place space may then be requested;
+ *    before, _PG_init requested it directly.  15 also computes MaxBackends
+ *    before that hook runs; 13 and 14 compute it after _PG_init, so the
+ *    count of PGPROCs is derived here from the settings it is made of.
+ * 14 added readOnlyTree to ProcessUtility_hook.
+ * 17 replaced PGPROC.pgprocno with MyProcNumber.
+ */
+#include "access/twophase.h"
+#include "miscadmin.h"
+#include "postmaster/autovacuum.h"
+#include "replication/walsender.h"
+#include "storage/proc.h"
+#include "tcop/utility.h"
+
+#if PG_VERSION_NUM >= 150000
+#define IDEM_HAVE_SHMEM_REQUEST_HOOK 1
+#endif
+
+/* Every PGPROC: backends, auxiliary processes, prepared transactions. */
+static inline uint32
+idem_total_procs(void)
+{
+#if PG_VERSION_NUM >= 150000
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+#else
+	return MaxConnections + autovacuum_max_workers + 1 + max_worker_processes +
+		max_wal_senders + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+#endif
+}
+
+#if PG_VERSION_NUM >= 170000
+#define idem_my_proc_number() ((int) MyProcNumber)
+#else
+#define idem_my_proc_number() (MyProc->pgprocno)
+#endif
+
+#if PG_VERSION_NUM >= 140000
+#define IDEM_PROCESS_UTILITY_PARAMS \
+	PlannedStmt *pstmt, const char *queryString, bool readOnlyTree, \
+	ProcessUtilityContext context, ParamListInfo params, \
+	QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc
+#define IDEM_PROCESS_UTILITY_ARGS \
+	pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc
+#else
+#define IDEM_PROCESS_UTILITY_PARAMS \
+	PlannedStmt *pstmt, const char *queryString, \
+	ProcessUtilityContext context, ParamListInfo params, \
+	QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc
+#define IDEM_PROCESS_UTILITY_ARGS \
+	pstmt, queryString, context, params, queryEnv, dest, qc
+#endif
+
 #endif							/* IDEM_COMPAT_H */

@@ -53,7 +53,6 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "commands/async.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
@@ -72,14 +71,9 @@
 #include "utils/xid8.h"
 
 #include "outbox.h"
+#include "outbox_notify.h"
 #include "pg_idem.h"
 #include "spi_util.h"
-
-/* The channel emit() notifies; the payload is the topic. */
-#define OUTBOX_CHANNEL "idem_outbox"
-
-/* idem.outbox_notify */
-bool		idem_outbox_notify = true;
 
 /*
  * The in-memory layout of a pg_snapshot value (xid8funcs.c keeps it
@@ -926,31 +920,10 @@ put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
 }
 
 /*
- * Define idem.outbox_notify (called from _PG_init).
- *
- * PostgreSQL takes a cluster-wide lock when a transaction that notified
- * commits, and holds it until the commit record is flushed: notifying
- * transactions commit one at a time, never in a group.  Writers that commit
- * at a high rate on a durable disk may prefer to turn notifications off
- * (for a role, a session or one transaction) and let relays poll.
- */
-void
-idem_outbox_define_settings(void)
-{
-	DefineCustomBoolVariable("idem.outbox_notify",
-							 "Whether idem.emit() notifies channel idem_outbox when the transaction commits.",
-							 "PostgreSQL commits notifying transactions one at a time; turning this off lets high-rate writers commit in groups, and relays then find new events by polling.",
-							 &idem_outbox_notify,
-							 true,
-							 PGC_USERSET,
-							 0,
-							 NULL, NULL, NULL);
-}
-
-/*
  * idem.emit(topic, payload, key, headers): insert the event in the caller's
- * transaction and queue a notification, which PostgreSQL delivers on commit
- * only and collapses to one per topic per transaction.
+ * transaction and have its topic notified when that transaction commits
+ * (outbox_notify.c: once per topic per transaction, only while some
+ * session listens).
  */
 PG_FUNCTION_INFO_V1(idem_emit);
 Datum
@@ -997,7 +970,7 @@ idem_emit(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	if (idem_outbox_notify)
-		Async_Notify(OUTBOX_CHANNEL, text_to_cstring(topic));
+		idem_outbox_notify_on_commit(text_to_cstring(topic));
 
 	PG_RETURN_INT64(id);
 }

@@ -16,10 +16,4 @@
 /* Delete up to max_rows outbox events that every subscribed consumer has finished, or, with no subscribers, older than idem.outbox_retention; returns how many.  Call inside a transaction; connects to SPI itself. */
 extern int64 idem_outbox_trim(int32 max_rows);
 
-/* idem.outbox_notify: does emit() notify channel idem_outbox on commit? */
-extern bool idem_outbox_notify;
-
-/* Define the outbox's settings; called once from _PG_init. */
-extern void idem_outbox_define_settings(void);
-
 #endif							/* IDEM_OUTBOX_H */

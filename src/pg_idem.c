@@ -1,14 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * pg_idem.c
- *	  Library entry point: the idem.* settings and the maintenance worker's
- *	  registration.
+ *	  Library entry point: the idem.* settings and, when preloaded, the
+ *	  maintenance worker's registration and the outbox notifier's hooks.
  *
  * pg_idem keeps retried requests from acting twice (idempotency keys, see
  * keys.c), stale writes from overwriting newer ones (version_guard.c) and
  * events from being published without their transaction (outbox.c).  This
  * file only defines what every module shares: the settings, and, when the
- * library is preloaded, the maintenance worker (maintenance.c).
+ * library is preloaded, the maintenance worker (maintenance.c) and the
+ * shared state that lets emitters skip NOTIFY while nobody listens
+ * (outbox_notify.c).
  *
  * IDENTIFICATION
  *	  src/pg_idem.c
@@ -25,7 +27,7 @@
 
 #include "compat.h"
 #include "maintenance.h"
-#include "outbox.h"
+#include "outbox_notify.h"
 #include "pg_idem.h"
 
 PG_MODULE_MAGIC;
@@ -108,17 +110,22 @@ _PG_init(void)
 							   0,
 							   check_maintenance_database, NULL, NULL);
 
-	idem_outbox_define_settings();
+	idem_outbox_notify_define_settings();
 
 	MarkGUCPrefixReserved("idem");
 
 	/*
-	 * A background worker can only be registered by a library loaded at
-	 * server start.  Without preload, the settings above still exist and
-	 * idem.maintain() is called by pg_cron or any other scheduler.
+	 * A background worker, shared memory and hooks that must see every
+	 * backend's statements need a library loaded at server start.  Without
+	 * preload, the settings above still exist, idem.maintain() is called by
+	 * pg_cron or any other scheduler, and every emitting transaction
+	 * notifies.
 	 */
 	if (process_shared_preload_libraries_in_progress)
+	{
 		idem_maintenance_register();
+		idem_outbox_notify_preload();
+	}
 }
 
 /*

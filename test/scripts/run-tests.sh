@@ -10,7 +10,8 @@
 # and ends with the line "N passed, N failed", counting individual tests.
 # A failing suite prints its diff or its failing assertions.
 #
-# IDEM_SUITES="regress isolation" runs a subset.
+# IDEM_SUITES="regress isolation" runs a subset of the suites;
+# IDEM_TAP="031_outbox_notify.pl" a subset of the perl TAP scripts.
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -94,6 +95,15 @@ run_pgtap() {
 	check_runner pgtap "$rc"
 }
 
+tap_scripts() {
+	if [ -n "${IDEM_TAP:-}" ]; then
+		local f
+		for f in $IDEM_TAP; do echo "t/$f"; done
+	else
+		echo t/*.pl
+	fi
+}
+
 # Perl TAP tests start clusters of their own, so they run as the
 # unprivileged user, from a copy it can read and write.
 run_tap() {
@@ -109,7 +119,7 @@ run_tap() {
 	(cd "$tapdir" && idem_as_pg env TESTDIR="$tapdir" PATH="$PGBIN:$PATH" \
 		PG_REGRESS="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress" \
 		IDEM_ROOT="$IDEM_ROOT" \
-		prove -v -I "$pgxs_perl" -I t t/*.pl 9>&-) >"$LOGS/tap.log" 2>&1 || rc=$?
+		prove -v -I "$pgxs_perl" -I t $(tap_scripts) 9>&-) >"$LOGS/tap.log" 2>&1 || rc=$?
 	grep -vE '^\s*ok [0-9]+' "$LOGS/tap.log" || true
 	if grep -q '^Result: FAIL' "$LOGS/tap.log"; then
 		for f in "$tapdir"/tmp_check/log/regress_log_*; do

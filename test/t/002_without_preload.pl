@@ -31,6 +31,17 @@ is($node->safe_psql('postgres',
 		q{SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE '%idem%'}),
 	'0', 'no background worker without preload');
 
+# Without preload there is no shared state to tell whether anyone listens,
+# so every emitting transaction notifies.
+my $listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN idem_outbox');
+my $emitter_pid = $node->safe_psql('postgres',
+	q{SELECT pg_backend_pid() FROM (SELECT idem.emit('orders', '{}')) e});
+like($listener->query_safe('SELECT 1'),
+	qr/Asynchronous notification "idem_outbox" with payload "orders" received from server process with PID $emitter_pid\./,
+	'emit() notifies a listener');
+$listener->quit;
+
 is($node->safe_psql('postgres', 'SELECT 1'), '1', 'the server is still up');
 
 $node->stop;

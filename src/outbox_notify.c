@@ -1,0 +1,519 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox_notify.c
+ *	  The wake-up idem.emit() sends: NOTIFY idem_outbox, with the topic,
+ *	  when the emitting transaction commits -- and only while some session
+ *	  listens on that channel.
+ *
+ * Why not simply call Async_Notify() from emit: PostgreSQL commits every
+ * transaction that sent a NOTIFY under one cluster-wide lock, taken in
+ * PreCommit_Notify() and held until the commit record is flushed, so that
+ * the notification queue follows commit order.  Notifying transactions
+ * therefore commit one at a time, never in a group: an INSERT that notifies
+ * runs at about half the rate of the same INSERT that does not.  Paying that
+ * when no relay listens (relays that poll, a burst before any relay has
+ * connected, a bulk load) buys nothing, since a notification nobody listens
+ * to is dropped anyway.
+ *
+ * So emit only records its topic, and the decision is taken at pre-commit,
+ * as late as possible: if some backend has executed LISTEN idem_outbox, the
+ * recorded topics are passed to Async_Notify() and PostgreSQL delivers them
+ * exactly as if emit had sent them; if none has, nothing is sent.
+ *
+ * The race that decision must not lose: a relay runs LISTEN, then reads
+ * (next_batch), then sleeps until woken.  An emitter that found nobody
+ * listening, but commits after the relay's read, would leave the relay
+ * asleep beside a committed event.  The two sides close it the way Dekker's
+ * algorithm does, through shared memory:
+ *
+ *   emitter, at pre-commit:  publish my xid in my slot; barrier;
+ *                            read the listener count -- if zero, commit
+ *                            without notifying, and clear the slot after;
+ *   listener, after LISTEN:  raise the listener count; barrier;
+ *                            wait for every xid published in a slot.
+ *
+ * With a full barrier on each side, either the emitter sees the count
+ * raised (and notifies), or the listener sees the emitter's xid (and waits
+ * for that transaction to end before its LISTEN statement returns).  In the
+ * second case the emitter's event is visible to every snapshot the relay
+ * takes afterwards, and a notification from it would not have reached the
+ * relay anyway: PostgreSQL delivers to a new listener only notifications of
+ * transactions that commit after its LISTEN commits.  Either way, what the
+ * relay observes is what an unconditional NOTIFY gives it.
+ *
+ * The listener count is deliberately pessimistic: a backend counts from its
+ * first LISTEN idem_outbox until it exits (UNLISTEN and DISCARD do not lower
+ * it), and the count is cluster-wide.  Counting too many only costs the
+ * NOTIFY; counting too few would lose a wake-up, so nothing here ever does.
+ * Without shared_preload_libraries there is no shared state and no hook to
+ * see LISTEN, and every emitting transaction notifies.
+ *
+ * IDENTIFICATION
+ *	  src/outbox_notify.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "access/xact.h"
+#include "commands/async.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lmgr.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/utility.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "compat.h"
+#include "outbox_notify.h"
+#include "pg_idem.h"
+
+/* idem.outbox_notify */
+bool		idem_outbox_notify = true;
+
+/*
+ * Shared state.  Each backend's slot holds the xid of its transaction while
+ * that transaction commits without notifying; slots sit on their own cache
+ * lines, so that emitters committing side by side do not share one.
+ */
+typedef union NotifySlot
+{
+	pg_atomic_uint32 silent_xid;	/* InvalidTransactionId when unused */
+	char		pad[PG_CACHE_LINE_SIZE];
+} NotifySlot;
+
+typedef struct NotifyShared
+{
+	union
+	{
+		pg_atomic_uint32 listeners; /* backends that have run LISTEN idem_outbox */
+		char		pad[PG_CACHE_LINE_SIZE];
+	}			count;
+	uint32		nslots;			/* one per PGPROC */
+	NotifySlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} NotifyShared;
+
+static NotifyShared *notify_shared = NULL;
+
+/* Sizing, fixed in the postmaster and inherited by every backend. */
+static uint32 notify_nslots = 0;
+
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+#ifdef IDEM_HAVE_SHMEM_REQUEST_HOOK
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+static ProcessUtility_hook_type prev_process_utility_hook = NULL;
+
+/* This backend as a listener: counted once, settled once. */
+static bool listener_counted = false;
+static bool listener_settled = false;
+
+/*
+ * This backend as an emitter: the topics the current transaction will
+ * notify, in the order they were first emitted, each with the
+ * (sub)transaction nesting level that emitted it, so that rolling back a
+ * savepoint drops what it emitted.  Allocated in TopTransactionContext.
+ * Past PENDING_INDEX_AT topics, a hash finds duplicates.
+ */
+typedef struct PendingTopic
+{
+	char		topic[IDEM_MAX_NAME_BYTES + 1];	/* hash key: keep first */
+	int			nest_level;
+} PendingTopic;
+
+typedef struct PendingIndexEntry
+{
+	char		topic[IDEM_MAX_NAME_BYTES + 1];	/* hash key */
+	PendingTopic *pending;
+} PendingIndexEntry;
+
+#define PENDING_INDEX_AT 16
+
+static List *pending_topics = NIL;	/* of PendingTopic * */
+static HTAB *pending_index = NULL;	/* of PendingIndexEntry, or NULL */
+static bool callbacks_registered = false;
+static bool slot_published = false;
+
+static Size
+notify_shmem_size(void)
+{
+	return add_size(offsetof(NotifyShared, slots),
+					mul_size(notify_nslots, sizeof(NotifySlot)));
+}
+
+static void
+notify_shmem_request(void)
+{
+#ifdef IDEM_HAVE_SHMEM_REQUEST_HOOK
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	notify_nslots = idem_total_procs();
+	RequestAddinShmemSpace(notify_shmem_size());
+}
+
+static void
+notify_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	notify_shared = ShmemInitStruct("pg_idem outbox notify",
+									notify_shmem_size(), &found);
+	if (!found)
+	{
+		pg_atomic_init_u32(&notify_shared->count.listeners, 0);
+		notify_shared->nslots = notify_nslots;
+		for (uint32 i = 0; i < notify_nslots; i++)
+			pg_atomic_init_u32(&notify_shared->slots[i].silent_xid,
+							   InvalidTransactionId);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* This backend's slot, or NULL if it has none (then it always notifies). */
+static NotifySlot *
+my_slot(void)
+{
+	int			i;
+
+	if (notify_shared == NULL || MyProc == NULL)
+		return NULL;
+	i = idem_my_proc_number();
+	if (i < 0 || (uint32) i >= notify_shared->nslots)
+		return NULL;
+	return &notify_shared->slots[i];
+}
+
+/* ---------------------------------------------------------------------
+ * Listener side
+ * ---------------------------------------------------------------------
+ */
+
+static void
+forget_listener(int code, Datum arg)
+{
+	if (listener_counted && notify_shared != NULL)
+		pg_atomic_fetch_sub_u32(&notify_shared->count.listeners, 1);
+	listener_counted = false;
+}
+
+/*
+ * Count this backend as a listener, then wait for every transaction that
+ * decided, before it could see the count, to commit without notifying.
+ * Once done, every emitter notifies until this backend exits.
+ */
+static void
+settle_listener(void)
+{
+	NotifySlot *mine = my_slot();
+
+	if (notify_shared == NULL || listener_settled)
+		return;
+
+	if (!listener_counted)
+	{
+		before_shmem_exit(forget_listener, (Datum) 0);
+		listener_counted = true;
+		/* a full barrier, as the emitter's side needs */
+		pg_atomic_fetch_add_u32(&notify_shared->count.listeners, 1);
+	}
+	pg_memory_barrier();
+
+	for (uint32 i = 0; i < notify_shared->nslots; i++)
+	{
+		TransactionId xid;
+
+		if (&notify_shared->slots[i] == mine)
+			continue;
+		xid = pg_atomic_read_u32(&notify_shared->slots[i].silent_xid);
+		if (TransactionIdIsValid(xid))
+			XactLockTableWait(xid, NULL, NULL, XLTW_None);
+	}
+	listener_settled = true;
+}
+
+/*
+ * Run the statement, then, if it was LISTEN idem_outbox, settle this
+ * backend as a listener before the statement returns to the client.  The
+ * LISTEN itself only takes effect when its transaction commits, which is
+ * later still.
+ */
+static void
+notify_process_utility(IDEM_PROCESS_UTILITY_PARAMS)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+	bool		listens_to_outbox;
+
+	listens_to_outbox = IsA(parsetree, ListenStmt) &&
+		strcmp(((ListenStmt *) parsetree)->conditionname, OUTBOX_CHANNEL) == 0;
+
+	if (prev_process_utility_hook)
+		prev_process_utility_hook(IDEM_PROCESS_UTILITY_ARGS);
+	else
+		standard_ProcessUtility(IDEM_PROCESS_UTILITY_ARGS);
+
+	if (listens_to_outbox)
+		settle_listener();
+}
+
+/* ---------------------------------------------------------------------
+ * Emitter side
+ * ---------------------------------------------------------------------
+ */
+
+static void
+queue_pending_topics(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending_topics)
+		Async_Notify(OUTBOX_CHANNEL, ((PendingTopic *) lfirst(lc))->topic);
+}
+
+/*
+ * Pre-commit: notify if anybody listens; otherwise leave this transaction's
+ * xid published until it has ended (see the file header).
+ */
+static void
+notify_if_heard(void)
+{
+	NotifySlot *slot = my_slot();
+	TransactionId xid = GetTopTransactionIdIfAny();
+
+	/* emit inserted a row, so there is an xid; without one, notify anyway */
+	if (slot == NULL || !TransactionIdIsValid(xid))
+	{
+		queue_pending_topics();
+		return;
+	}
+
+	pg_atomic_write_u32(&slot->silent_xid, xid);
+	slot_published = true;
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&notify_shared->count.listeners) == 0)
+		return;
+
+	pg_atomic_write_u32(&slot->silent_xid, InvalidTransactionId);
+	slot_published = false;
+	queue_pending_topics();
+}
+
+static void
+forget_pending(void)
+{
+	NotifySlot *slot;
+
+	if (slot_published && (slot = my_slot()) != NULL)
+		pg_atomic_write_u32(&slot->silent_xid, InvalidTransactionId);
+	slot_published = false;
+	/* both live in TopTransactionContext, which goes with the transaction */
+	pending_topics = NIL;
+	pending_index = NULL;
+}
+
+static void
+notify_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (pending_topics != NIL)
+				notify_if_heard();
+			break;
+
+		case XACT_EVENT_PRE_PREPARE:
+			/* PostgreSQL cannot prepare a transaction that notifies either */
+			if (pending_topics != NIL)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that emitted outbox events with idem.outbox_notify on"),
+						 errdetail("PostgreSQL cannot prepare a transaction that sends a notification."),
+						 errhint("Run SET LOCAL idem.outbox_notify = off before idem.emit() in a transaction you will prepare; relays then find its events when they next poll.")));
+			break;
+
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			forget_pending();
+			break;
+
+		default:
+			break;
+	}
+}
+
+/*
+ * A savepoint released hands its topics to its parent; one rolled back
+ * drops them (the events it emitted are gone too).
+ */
+static void
+notify_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	int			level;
+	ListCell   *lc;
+
+	if (pending_topics == NIL)
+		return;
+	level = GetCurrentTransactionNestLevel();
+
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		foreach(lc, pending_topics)
+		{
+			PendingTopic *p = (PendingTopic *) lfirst(lc);
+
+			if (p->nest_level >= level)
+				p->nest_level = level - 1;
+		}
+	}
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		List	   *kept = NIL;
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+		foreach(lc, pending_topics)
+		{
+			PendingTopic *p = (PendingTopic *) lfirst(lc);
+
+			if (p->nest_level < level)
+				kept = lappend(kept, p);
+		}
+		MemoryContextSwitchTo(old);
+		pending_topics = kept;
+		/* rebuilt from the kept topics when next needed */
+		if (pending_index != NULL)
+			hash_destroy(pending_index);
+		pending_index = NULL;
+	}
+}
+
+/* The pending entry for this topic, or NULL. */
+static PendingTopic *
+find_pending(const char *topic)
+{
+	ListCell   *lc;
+
+	if (list_length(pending_topics) >= PENDING_INDEX_AT)
+	{
+		if (pending_index == NULL)
+		{
+			HASHCTL		ctl;
+
+			ctl.keysize = IDEM_MAX_NAME_BYTES + 1;
+			ctl.entrysize = sizeof(PendingIndexEntry);
+			ctl.hcxt = TopTransactionContext;
+			pending_index = hash_create("pg_idem pending notifications",
+										4 * PENDING_INDEX_AT, &ctl,
+										HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+			foreach(lc, pending_topics)
+			{
+				PendingTopic *p = (PendingTopic *) lfirst(lc);
+				PendingIndexEntry *e = hash_search(pending_index, p->topic,
+												   HASH_ENTER, NULL);
+
+				e->pending = p;
+			}
+		}
+		{
+			PendingIndexEntry *e = hash_search(pending_index, topic,
+											   HASH_FIND, NULL);
+
+			return e ? e->pending : NULL;
+		}
+	}
+
+	foreach(lc, pending_topics)
+	{
+		PendingTopic *p = (PendingTopic *) lfirst(lc);
+
+		if (strcmp(p->topic, topic) == 0)
+			return p;
+	}
+	return NULL;
+}
+
+void
+idem_outbox_notify_on_commit(const char *topic)
+{
+	PendingTopic *p;
+	MemoryContext old;
+
+	Assert(strlen(topic) <= IDEM_MAX_NAME_BYTES);
+
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(notify_xact_callback, NULL);
+		RegisterSubXactCallback(notify_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+
+	/*
+	 * Already pending at this level or an enclosing one: one notification
+	 * per topic per transaction, as PostgreSQL folds duplicates.  (Deeper
+	 * levels have been released or rolled back by now.)
+	 */
+	if (find_pending(topic) != NULL)
+		return;
+
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	p = palloc(sizeof(PendingTopic));
+	strlcpy(p->topic, topic, sizeof(p->topic));
+	p->nest_level = GetCurrentTransactionNestLevel();
+	pending_topics = lappend(pending_topics, p);
+	if (pending_index != NULL)
+		((PendingIndexEntry *) hash_search(pending_index, p->topic,
+										   HASH_ENTER, NULL))->pending = p;
+	MemoryContextSwitchTo(old);
+}
+
+/* ---------------------------------------------------------------------
+ * Setup
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Writers that commit at a high rate while a relay listens may still prefer
+ * to turn notifications off (for a role, a session or one transaction) and
+ * let relays poll: every notifying transaction commits alone.
+ */
+void
+idem_outbox_notify_define_settings(void)
+{
+	DefineCustomBoolVariable("idem.outbox_notify",
+							 "Whether idem.emit() notifies channel idem_outbox when the transaction commits.",
+							 "While some session listens on idem_outbox, PostgreSQL commits notifying transactions one at a time; turning this off lets high-rate writers commit in groups, and relays then find new events by polling.",
+							 &idem_outbox_notify,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+}
+
+void
+idem_outbox_notify_preload(void)
+{
+#ifdef IDEM_HAVE_SHMEM_REQUEST_HOOK
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = notify_shmem_request;
+#else
+	notify_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = notify_shmem_startup;
+	prev_process_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = notify_process_utility;
+}

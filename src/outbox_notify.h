@@ -1,0 +1,41 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox_notify.h
+ *	  The wake-up idem.emit() sends: NOTIFY idem_outbox, with the topic,
+ *	  when the emitting transaction commits (outbox_notify.c).
+ *
+ * IDENTIFICATION
+ *	  src/outbox_notify.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef IDEM_OUTBOX_NOTIFY_H
+#define IDEM_OUTBOX_NOTIFY_H
+
+#include "postgres.h"
+
+/* The channel emit() notifies; the payload is the topic. */
+#define OUTBOX_CHANNEL "idem_outbox"
+
+/* idem.outbox_notify: does emit() notify channel idem_outbox on commit? */
+extern bool idem_outbox_notify;
+
+/* Define idem.outbox_notify; called once from _PG_init. */
+extern void idem_outbox_notify_define_settings(void);
+
+/*
+ * Request the shared state that lets emitters skip the NOTIFY while no
+ * session listens, and install the hooks that maintain it.  Called from
+ * _PG_init only while the library is being preloaded; without it, every
+ * emitting transaction notifies.
+ */
+extern void idem_outbox_notify_preload(void);
+
+/*
+ * Notify channel idem_outbox with this topic when the current transaction
+ * commits (not if it, or the subtransaction calling this, rolls back); once
+ * per topic per transaction, in the order topics were first emitted.
+ */
+extern void idem_outbox_notify_on_commit(const char *topic);
+
+#endif							/* IDEM_OUTBOX_NOTIFY_H */
