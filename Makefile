@@ -7,17 +7,18 @@
 #   make bench               pgbench workloads side by side with the SQL they replace
 
 EXTENSION  = pg_idem
-EXTVERSION = 0.1.0
+EXTVERSION = 0.1.1
 
 MODULE_big = pg_idem
 OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
-# The install script is assembled from one fragment per capability
-# (src/sql/NN_name.sql, in file-name order), the way PgQ keeps one object per
-# file.  Upgrade scripts (src/pg_idem--A--B.sql) are written by hand and never
-# regenerated.
+# The install script of the current version is assembled from one fragment
+# per capability (src/sql/NN_name.sql, in file-name order), the way PgQ keeps
+# one object per file.  Released versions' install scripts are frozen copies
+# (src/pg_idem--0.1.0.sql), kept so that upgrades can be tested from them;
+# upgrade scripts (src/pg_idem--A--B.sql) are written by hand.
 DATA_built = src/$(EXTENSION)--$(EXTVERSION).sql
-DATA       = $(filter-out $(DATA_built),$(wildcard src/$(EXTENSION)--*--*.sql))
+DATA       = $(filter-out $(DATA_built),$(wildcard src/$(EXTENSION)--*.sql))
 
 # Test suites are discovered by file name, so adding a test never means
 # editing this file.

@@ -388,11 +388,43 @@ report_versions() {
 		"$p.upd_plain:unguarded:0.97" "$p.upd_plpgsql:PL/pgSQL trigger:1.0"
 }
 
+# A relay listening on idem_outbox for the duration of one group: it
+# consumes its notifications as a real relay would (psql reads them after
+# each statement), so the notifying side pays for a live listener.
+RELAY_PID=
+relay_listen() {
+	{ echo "LISTEN idem_outbox;"; while sleep 0.2; do echo "SELECT 1;"; done; } |
+		psql -X -q -o /dev/null >/dev/null 2>&1 &
+	RELAY_PID=$!
+	local i
+	for ((i = 0; i < 50; i++)); do
+		[ "$(sql1 "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN idem_outbox%' OR query = 'SELECT 1;'")" -gt 0 ] && return 0
+		sleep 0.1
+	done
+	echo "relay did not start listening" >&2
+	return 1
+}
+relay_stop() {
+	[ -n "$RELAY_PID" ] || return 0
+	pkill -P "$RELAY_PID" 2>/dev/null || true
+	kill "$RELAY_PID" 2>/dev/null || true
+	wait "$RELAY_PID" 2>/dev/null || true
+	RELAY_PID=
+}
+
 section_outbox() {
 	local p=$1 mode=$2
-	step "[$p] outbox: emit one event"
+	step "[$p] outbox: emit one event (no relay listening)"
 	run_group "$p" "$mode" $CLIENTS "emit_raw=emit_raw.sql" "emit_notify=$(ref emit_raw_notify.sql)" \
 		"emit_pgq=emit_pgq.sql" "emit_idem=$(pick "$HAS_OUTBOX" emit_idem.sql)"
+	# emit notifies only while a session listens; with a relay listening,
+	# it pays what the hand-written INSERT + NOTIFY pays.
+	[ -n "$HAS_OUTBOX" ] || return 0
+	step "[$p] outbox: emit one event, a relay listening on idem_outbox"
+	relay_listen
+	run_group "$p" "$mode" $CLIENTS "emit_notify_heard=emit_raw_notify.sql" \
+		"emit_idem_heard=emit_idem.sql"
+	relay_stop
 }
 
 report_outbox() {
@@ -402,6 +434,10 @@ report_outbox() {
 	row "$p.emit_pgq" "outbox: emit — PgQ pgq.insert_event" "$p.emit_raw:raw INSERT:"
 	row "$p.emit_idem" "outbox: emit — **idem.emit**" \
 		"$p.emit_raw:raw INSERT:0.9" "$p.emit_notify:INSERT + notify:" "$p.emit_pgq:PgQ:"
+	row "$p.emit_notify_heard" "outbox: emit, relay listening — raw INSERT + pg_notify (baseline)" \
+		"$p.emit_raw:raw INSERT:"
+	row "$p.emit_idem_heard" "outbox: emit, relay listening — **idem.emit**" \
+		"$p.emit_notify_heard:INSERT + notify:0.9" "$p.emit_raw:raw INSERT:"
 }
 
 # --- drain: one consumer, DRAIN_EVENTS committed events, batches of 1000 ---

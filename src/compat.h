@@ -132,6 +132,7 @@ idem_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot,
  *    count of PGPROCs is derived here from the settings it is made of.
  * 14 added readOnlyTree to ProcessUtility_hook.
  * 17 replaced PGPROC.pgprocno with MyProcNumber.
+ * 14 added HASH_STRINGS (13 hashes keys as C strings by default).
  */
 #include "access/twophase.h"
 #include "miscadmin.h"
@@ -155,6 +156,11 @@ idem_total_procs(void)
 		max_wal_senders + NUM_AUXILIARY_PROCS + max_prepared_xacts;
 #endif
 }
+
+/* 14 added HASH_STRINGS; 13 hashes keys as strings when given no flag. */
+#if PG_VERSION_NUM < 140000
+#define HASH_STRINGS 0
+#endif
 
 #if PG_VERSION_NUM >= 170000
 #define idem_my_proc_number() ((int) MyProcNumber)

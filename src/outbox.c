@@ -1,12 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * outbox.c
- *	  The transactional outbox: emit, subscribe, unsubscribe, next_batch,
- *	  finish_batch, and the trimming that idem.maintain() runs.
+ *	  The transactional outbox's consuming side: subscribe, unsubscribe,
+ *	  next_batch, finish_batch, and the trimming that idem.maintain() runs.
  *
- * An event is a row of idem.outbox inserted in the caller's transaction, so
- * it exists if and only if that transaction commits.  The row records its
- * writing transaction as a top-level xid8.
+ * An event is a row of idem.outbox inserted by emit() in the caller's
+ * transaction (outbox_emit.c), so it exists if and only if that transaction
+ * commits.  The row records its writing transaction as a top-level xid8.
  *
  * Delivery follows transaction visibility, as in PgQ, but without a ticker
  * daemon: each consumer keeps the snapshot up to which it has finished (P).
@@ -71,7 +71,6 @@
 #include "utils/xid8.h"
 
 #include "outbox.h"
-#include "outbox_notify.h"
 #include "pg_idem.h"
 #include "spi_util.h"
 
@@ -155,12 +154,6 @@ typedef struct ConsumerState
 	Datum		topics_datum;	/* topics as stored, to compare states */
 	bool		topics_null;
 } ConsumerState;
-
-static IdemPlan emit_plan = {
-	"INSERT INTO idem.outbox (topic, key, payload, headers) "
-	"VALUES ($1, $2, $3, $4) RETURNING id",
-	4, {TEXTOID, TEXTOID, JSONBOID, JSONBOID}
-};
 
 static IdemPlan snapshot_plan = {
 	"SELECT pg_catalog.pg_current_snapshot()",
@@ -248,7 +241,6 @@ static IdemPlan trim_delete_plan = {
 	1, {INT8ARRAYOID}
 };
 
-static text *name_arg(FunctionCallInfo fcinfo, int argno, const char *what);
 static void check_name_length(int len, const char *what);
 static Datum topics_arg(FunctionCallInfo fcinfo, int argno, bool *isnull);
 static OutboxSnapshot *snapshot_from_datum(Datum d);
@@ -291,8 +283,8 @@ static void trim_add(Datum **ids, int *n, int *max, int64 id);
  * Read a consumer or topic name argument: NULL raises 22004, an empty or
  * over-long name 22023 (the contract's limits, counted in bytes).
  */
-static text *
-name_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+text *
+idem_outbox_name_arg(FunctionCallInfo fcinfo, int argno, const char *what)
 {
 	text	   *t;
 
@@ -920,62 +912,6 @@ put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
 }
 
 /*
- * idem.emit(topic, payload, key, headers): insert the event in the caller's
- * transaction and have its topic notified when that transaction commits
- * (outbox_notify.c: once per topic per transaction, only while some
- * session listens).
- */
-PG_FUNCTION_INFO_V1(idem_emit);
-Datum
-idem_emit(PG_FUNCTION_ARGS)
-{
-	text	   *topic = name_arg(fcinfo, 0, "topic");
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
-	bool		isnull;
-	int64		id;
-
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("payload must not be null"),
-				 errhint("An event without data can carry '{}' or the JSON value 'null'::jsonb.")));
-	if (!PG_ARGISNULL(3))
-	{
-		Jsonb	   *headers = PG_GETARG_JSONB_P(3);
-
-		if (!JB_ROOT_IS_OBJECT(headers))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("headers must be a JSON object"),
-					 errdetail("The headers given are a JSON %s.",
-							   JB_ROOT_IS_SCALAR(headers) ? "scalar" : "array"),
-					 errhint("Headers map names to values, like Kafka record headers.")));
-		values[3] = PointerGetDatum(headers);
-	}
-	else
-		nulls[3] = 'n';
-
-	values[0] = PointerGetDatum(topic);
-	values[1] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-	nulls[1] = PG_ARGISNULL(2) ? 'n' : ' ';
-	values[2] = PG_GETARG_DATUM(1);
-
-	SPI_connect();
-	if (idem_plan_execute(&emit_plan, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING ||
-		SPI_processed != 1)
-		elog(ERROR, "pg_idem: outbox insert returned no row");
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									 1, &isnull));
-	SPI_finish();
-
-	if (idem_outbox_notify)
-		idem_outbox_notify_on_commit(text_to_cstring(topic));
-
-	PG_RETURN_INT64(id);
-}
-
-/*
  * idem.subscribe(consumer, topics, from_start): create a consumer whose
  * finished snapshot is now (it receives the events of every transaction not
  * visible at this moment, its own included), or, with from_start, a
@@ -990,7 +926,7 @@ PG_FUNCTION_INFO_V1(idem_subscribe);
 Datum
 idem_subscribe(PG_FUNCTION_ARGS)
 {
-	text	   *consumer = name_arg(fcinfo, 0, "consumer name");
+	text	   *consumer = idem_outbox_name_arg(fcinfo, 0, "consumer name");
 	bool		topics_null;
 	Datum		topics = topics_arg(fcinfo, 1, &topics_null);
 	bool		from_start;
@@ -1049,7 +985,7 @@ PG_FUNCTION_INFO_V1(idem_unsubscribe);
 Datum
 idem_unsubscribe(PG_FUNCTION_ARGS)
 {
-	text	   *consumer = name_arg(fcinfo, 0, "consumer name");
+	text	   *consumer = idem_outbox_name_arg(fcinfo, 0, "consumer name");
 	Datum		values[1];
 	bool		existed;
 
@@ -1151,7 +1087,7 @@ PG_FUNCTION_INFO_V1(idem_next_batch);
 Datum
 idem_next_batch(PG_FUNCTION_ARGS)
 {
-	text	   *consumer = name_arg(fcinfo, 0, "consumer name");
+	text	   *consumer = idem_outbox_name_arg(fcinfo, 0, "consumer name");
 	int32		max_events;
 	TupleDesc	tupdesc;
 	Tuplestorestate *ts;
@@ -1266,7 +1202,7 @@ PG_FUNCTION_INFO_V1(idem_finish_batch);
 Datum
 idem_finish_batch(PG_FUNCTION_ARGS)
 {
-	text	   *consumer = name_arg(fcinfo, 0, "consumer name");
+	text	   *consumer = idem_outbox_name_arg(fcinfo, 0, "consumer name");
 	int64		batch_id;
 	Datum		values[2];
 	bool		isnull;

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * outbox.h
- *	  What the transactional outbox (outbox.c) offers the other modules.
+ *	  What the outbox's consuming side (outbox.c) offers the other modules.
  *
  * IDENTIFICATION
  *	  src/outbox.h
@@ -12,6 +12,11 @@
 #define IDEM_OUTBOX_H
 
 #include "postgres.h"
+
+#include "fmgr.h"
+
+/* Argument argno as a topic or consumer name: not NULL, 1..255 bytes, else an error naming it as what. */
+extern text *idem_outbox_name_arg(FunctionCallInfo fcinfo, int argno, const char *what);
 
 /* Delete up to max_rows outbox events that every subscribed consumer has finished, or, with no subscribers, older than idem.outbox_retention; returns how many.  Call inside a transaction; connects to SPI itself. */
 extern int64 idem_outbox_trim(int32 max_rows);

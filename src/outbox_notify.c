@@ -7,8 +7,9 @@
  *
  * Why not simply call Async_Notify() from emit: PostgreSQL commits every
  * transaction that sent a NOTIFY under one cluster-wide lock, taken in
- * PreCommit_Notify() and held until the commit record is flushed, so that
- * the notification queue follows commit order.  Notifying transactions
+ * PreCommit_Notify() and held until the transaction releases its locks,
+ * after the commit record is flushed (and replicated, under synchronous
+ * replication), so that the notification queue follows commit order.  Notifying transactions
  * therefore commit one at a time, never in a group: an INSERT that notifies
  * runs at about half the rate of the same INSERT that does not.  Paying that
  * when no relay listens (relays that poll, a burst before any relay has
@@ -37,9 +38,22 @@
  * for that transaction to end before its LISTEN statement returns).  In the
  * second case the emitter's event is visible to every snapshot the relay
  * takes afterwards, and a notification from it would not have reached the
- * relay anyway: PostgreSQL delivers to a new listener only notifications of
- * transactions that commit after its LISTEN commits.  Either way, what the
- * relay observes is what an unconditional NOTIFY gives it.
+ * relay anyway: when a LISTEN commits, PostgreSQL skips the queued
+ * notifications of transactions already finished by then.  Either way,
+ * what the relay observes is what an unconditional NOTIFY gives it.
+ * Notifications never cross databases, so a listener waits only for
+ * emitters of its own database.
+ *
+ * The price is on the listener's side: a LISTEN idem_outbox may wait for
+ * commits in progress in its database (a flush, or a synchronous standby's
+ * answer), once per backend.  The wait shows as a lock wait on the
+ * emitter's transaction id, and obeys lock_timeout and statement_timeout.
+ *
+ * The decision must also hold for emits that happen after it: another
+ * library's pre-commit callback may still call emit().  The callbacks are
+ * registered when the library loads, so that most others run before ours,
+ * and an emit after the decision follows it (notify at once, or stay
+ * silent under the xid already published).
  *
  * The listener count is deliberately pessimistic: a backend counts from its
  * first LISTEN idem_outbox until it exits (UNLISTEN and DISCARD do not lower
@@ -85,7 +99,11 @@ bool		idem_outbox_notify = true;
  */
 typedef union NotifySlot
 {
-	pg_atomic_uint32 silent_xid;	/* InvalidTransactionId when unused */
+	struct
+	{
+		pg_atomic_uint32 silent_xid;	/* InvalidTransactionId when unused */
+		Oid			database;	/* the owning backend's, set before any xid */
+	}			s;
 	char		pad[PG_CACHE_LINE_SIZE];
 } NotifySlot;
 
@@ -140,6 +158,17 @@ static List *pending_topics = NIL;	/* of PendingTopic * */
 static HTAB *pending_index = NULL;	/* of PendingIndexEntry, or NULL */
 static bool callbacks_registered = false;
 static bool slot_published = false;
+static bool slot_database_set = false;
+
+/* What this transaction's pre-commit decided, for emits that come later. */
+typedef enum NotifyDecision
+{
+	UNDECIDED,
+	DECIDED_NOTIFY,
+	DECIDED_SILENT
+} NotifyDecision;
+
+static NotifyDecision decision = UNDECIDED;
 
 static Size
 notify_shmem_size(void)
@@ -167,6 +196,10 @@ notify_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 
+	/* where backends do not inherit the postmaster's memory (EXEC_BACKEND) */
+	if (notify_nslots == 0)
+		notify_nslots = idem_total_procs();
+
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	notify_shared = ShmemInitStruct("pg_idem outbox notify",
 									notify_shmem_size(), &found);
@@ -175,7 +208,7 @@ notify_shmem_startup(void)
 		pg_atomic_init_u32(&notify_shared->count.listeners, 0);
 		notify_shared->nslots = notify_nslots;
 		for (uint32 i = 0; i < notify_nslots; i++)
-			pg_atomic_init_u32(&notify_shared->slots[i].silent_xid,
+			pg_atomic_init_u32(&notify_shared->slots[i].s.silent_xid,
 							   InvalidTransactionId);
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -214,9 +247,18 @@ forget_listener(int code, Datum arg)
  * Once done, every emitter notifies until this backend exits.
  */
 static void
+settle_listener_context(void *arg)
+{
+	errcontext("while LISTEN idem_outbox waits for transaction %u, which emitted outbox events without notifying, to finish committing",
+			   *(TransactionId *) arg);
+}
+
+static void
 settle_listener(void)
 {
 	NotifySlot *mine = my_slot();
+	ErrorContextCallback errcallback;
+	TransactionId waiting_for = InvalidTransactionId;
 
 	if (notify_shared == NULL || listener_settled)
 		return;
@@ -230,16 +272,27 @@ settle_listener(void)
 	}
 	pg_memory_barrier();
 
+	errcallback.callback = settle_listener_context;
+	errcallback.arg = &waiting_for;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
 	for (uint32 i = 0; i < notify_shared->nslots; i++)
 	{
 		TransactionId xid;
 
 		if (&notify_shared->slots[i] == mine)
 			continue;
-		xid = pg_atomic_read_u32(&notify_shared->slots[i].silent_xid);
-		if (TransactionIdIsValid(xid))
-			XactLockTableWait(xid, NULL, NULL, XLTW_None);
+		xid = pg_atomic_read_u32(&notify_shared->slots[i].s.silent_xid);
+		if (!TransactionIdIsValid(xid))
+			continue;
+		pg_read_barrier();
+		if (notify_shared->slots[i].s.database != MyDatabaseId)
+			continue;
+		waiting_for = xid;
+		XactLockTableWait(xid, NULL, NULL, XLTW_None);
 	}
+	error_context_stack = errcallback.previous;
 	listener_settled = true;
 }
 
@@ -294,18 +347,30 @@ notify_if_heard(void)
 	/* emit inserted a row, so there is an xid; without one, notify anyway */
 	if (slot == NULL || !TransactionIdIsValid(xid))
 	{
+		decision = DECIDED_NOTIFY;
 		queue_pending_topics();
 		return;
 	}
 
-	pg_atomic_write_u32(&slot->silent_xid, xid);
+	if (!slot_database_set)
+	{
+		/* constant for this backend's life; written before any xid */
+		slot->s.database = MyDatabaseId;
+		pg_write_barrier();
+		slot_database_set = true;
+	}
+	pg_atomic_write_u32(&slot->s.silent_xid, xid);
 	slot_published = true;
 	pg_memory_barrier();
 	if (pg_atomic_read_u32(&notify_shared->count.listeners) == 0)
+	{
+		decision = DECIDED_SILENT;
 		return;
+	}
 
-	pg_atomic_write_u32(&slot->silent_xid, InvalidTransactionId);
+	pg_atomic_write_u32(&slot->s.silent_xid, InvalidTransactionId);
 	slot_published = false;
+	decision = DECIDED_NOTIFY;
 	queue_pending_topics();
 }
 
@@ -315,8 +380,9 @@ forget_pending(void)
 	NotifySlot *slot;
 
 	if (slot_published && (slot = my_slot()) != NULL)
-		pg_atomic_write_u32(&slot->silent_xid, InvalidTransactionId);
+		pg_atomic_write_u32(&slot->s.silent_xid, InvalidTransactionId);
 	slot_published = false;
+	decision = UNDECIDED;
 	/* both live in TopTransactionContext, which goes with the transaction */
 	pending_topics = NIL;
 	pending_index = NULL;
@@ -328,7 +394,7 @@ notify_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			if (pending_topics != NIL)
+			if (pending_topics != NIL && decision == UNDECIDED)
 				notify_if_heard();
 			break;
 
@@ -382,22 +448,28 @@ notify_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 	else if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
-		List	   *kept = NIL;
-		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-
+		/* in place: rolling back allocates nothing */
 		foreach(lc, pending_topics)
 		{
 			PendingTopic *p = (PendingTopic *) lfirst(lc);
 
 			if (p->nest_level < level)
-				kept = lappend(kept, p);
+				continue;
+			if (pending_index != NULL)
+				hash_search(pending_index, p->topic, HASH_REMOVE, NULL);
+			pending_topics = foreach_delete_current(pending_topics, lc);
 		}
-		MemoryContextSwitchTo(old);
-		pending_topics = kept;
-		/* rebuilt from the kept topics when next needed */
-		if (pending_index != NULL)
-			hash_destroy(pending_index);
-		pending_index = NULL;
+	}
+}
+
+static void
+register_callbacks(void)
+{
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(notify_xact_callback, NULL);
+		RegisterSubXactCallback(notify_subxact_callback, NULL);
+		callbacks_registered = true;
 	}
 }
 
@@ -454,12 +526,21 @@ idem_outbox_notify_on_commit(const char *topic)
 
 	Assert(strlen(topic) <= IDEM_MAX_NAME_BYTES);
 
-	if (!callbacks_registered)
+	register_callbacks();
+
+	/*
+	 * Emitted from a pre-commit callback that runs after ours: follow the
+	 * decision.  PreCommit_Notify() has not run yet, so a notification can
+	 * still be queued; a silent transaction's xid stays published until it
+	 * ends.
+	 */
+	if (decision == DECIDED_NOTIFY)
 	{
-		RegisterXactCallback(notify_xact_callback, NULL);
-		RegisterSubXactCallback(notify_subxact_callback, NULL);
-		callbacks_registered = true;
+		Async_Notify(OUTBOX_CHANNEL, topic);
+		return;
 	}
+	if (decision == DECIDED_SILENT)
+		return;
 
 	/*
 	 * Already pending at this level or an enclosing one: one notification
@@ -516,4 +597,6 @@ idem_outbox_notify_preload(void)
 	shmem_startup_hook = notify_shmem_startup;
 	prev_process_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = notify_process_utility;
+	/* early, so that callbacks registered later run before ours */
+	register_callbacks();
 }

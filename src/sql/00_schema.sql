@@ -1,4 +1,4 @@
-/* src/pg_idem--0.1.0.sql — assembled by the Makefile from src/sql/ */
+/* The install script of the current version (src/pg_idem--$(EXTVERSION).sql), assembled by the Makefile from src/sql/ */
 
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "CREATE EXTENSION pg_idem" to load this file. \quit

@@ -2,7 +2,7 @@
 -- specified, the function signatures, volatility, security and privileges,
 -- the consumer table and view, and the error codes.
 BEGIN;
-SELECT plan(105);
+SELECT plan(111);
 
 -- idem.outbox: id bigint identity primary key, topic text not null, key text,
 -- payload jsonb not null, headers jsonb, created_at timestamptz not null,
@@ -75,7 +75,8 @@ SELECT is((SELECT count(*)::int FROM pg_class
           'the outbox tables and view have explicit ACLs (not the defaults)');
 
 -- The functions: signature (with defaults), result, volatility, strictness,
--- security definer with a pinned search_path, parallel safety, privileges.
+-- security definer with a pinned search_path (all but emit), parallel
+-- safety, privileges.
 CREATE TEMP TABLE expected_fn (sig regprocedure, args text, result text);
 INSERT INTO expected_fn VALUES
   ('idem.emit(text,jsonb,text,jsonb)',
@@ -99,10 +100,17 @@ SELECT is(p.provolatile::text, 'v', sig::text || ' is VOLATILE')
   FROM expected_fn e JOIN pg_proc p ON p.oid = e.sig ORDER BY sig::text;
 SELECT is(p.proisstrict, false, sig::text || ' is not STRICT (NULL arguments raise 22004)')
   FROM expected_fn e JOIN pg_proc p ON p.oid = e.sig ORDER BY sig::text;
-SELECT is(p.prosecdef, true, sig::text || ' is SECURITY DEFINER')
+-- emit() runs no SQL (it writes idem.outbox by OID from C): no definer
+-- rights and no pinned search_path to pay for on every event.
+SELECT is(p.prosecdef, sig <> 'idem.emit(text,jsonb,text,jsonb)'::regprocedure,
+          sig::text || CASE WHEN sig = 'idem.emit(text,jsonb,text,jsonb)'::regprocedure
+                            THEN ' is not SECURITY DEFINER (runs no SQL)' ELSE ' is SECURITY DEFINER' END)
   FROM expected_fn e JOIN pg_proc p ON p.oid = e.sig ORDER BY sig::text;
-SELECT is(p.proconfig, ARRAY['search_path=pg_catalog, pg_temp'],
-          sig::text || ' pins search_path')
+SELECT is(p.proconfig,
+          CASE WHEN sig = 'idem.emit(text,jsonb,text,jsonb)'::regprocedure THEN NULL
+               ELSE ARRAY['search_path=pg_catalog, pg_temp'] END,
+          sig::text || CASE WHEN sig = 'idem.emit(text,jsonb,text,jsonb)'::regprocedure
+                            THEN ' sets nothing' ELSE ' pins search_path' END)
   FROM expected_fn e JOIN pg_proc p ON p.oid = e.sig ORDER BY sig::text;
 SELECT is(p.proparallel::text, 'u', sig::text || ' is PARALLEL UNSAFE (it writes)')
   FROM expected_fn e JOIN pg_proc p ON p.oid = e.sig ORDER BY sig::text;
@@ -135,6 +143,36 @@ SELECT throws_ok($$SELECT idem.subscribe(repeat('c', 256))$$, '22023', NULL,
 SELECT throws_ok($$SELECT idem.subscribe(NULL)$$, '22004', NULL, 'NULL consumer raises 22004');
 SELECT throws_ok($$SELECT * FROM idem.next_batch('pgtap-relay', 0)$$, '22023', NULL,
                  'max_events < 1 raises 22023');
+
+-- emit() writes the row an INSERT with the columns' defaults would write
+-- (it writes idem.outbox directly from C, not through a statement).
+CREATE TEMP TABLE emitted AS
+  SELECT idem.emit('pgtap-row', '{"a": [1, 2]}', 'k-1', '{"h": "v"}') AS id;
+SELECT results_eq(
+  $$ SELECT o.id, o.topic, o.key, o.payload, o.headers, o.created_at, o.xid
+       FROM idem.outbox o JOIN emitted e USING (id) $$,
+  $$ SELECT e.id, 'pgtap-row'::text, 'k-1'::text, '{"a": [1, 2]}'::jsonb, '{"h": "v"}'::jsonb,
+            now(), pg_current_xact_id() FROM emitted e $$,
+  'emit writes id, topic, key, payload, headers, created_at = now() and xid = pg_current_xact_id()');
+SELECT ok((SELECT id FROM emitted) < idem.emit('pgtap-row', 'null'), 'ids come from the identity sequence, increasing');
+SELECT is((SELECT count(*) FROM idem.outbox WHERE topic = 'pgtap-row' AND key IS NULL AND headers IS NULL), 1::bigint,
+          'key and headers default to NULL');
+
+-- A payload stored out of line in another table (a TOAST pointer) is
+-- copied, not referenced.
+CREATE TEMP TABLE big_doc (doc jsonb);
+INSERT INTO big_doc
+  SELECT jsonb_build_object('blob', string_agg(md5(g::text), '')) FROM generate_series(1, 40000) g;
+CREATE TEMP TABLE big_emitted AS SELECT idem.emit('pgtap-big', doc) AS id FROM big_doc;
+TRUNCATE big_doc;
+SELECT is((SELECT length(payload->>'blob') FROM idem.outbox WHERE id = (SELECT id FROM big_emitted)), 1280000,
+          'a 1.3 MB payload read from another table is stored whole');
+
+SELECT throws_ok($$SET LOCAL transaction_read_only = on; SELECT idem.emit('pgtap', '{}')$$, '25006',
+                 'cannot execute idem.emit() in a read-only transaction',
+                 'emit in a read-only transaction raises 25006');
+SELECT throws_ok($$SELECT idem.emit('pgtap', '{}', NULL, '[1]')$$, '22023', 'headers must be a JSON object',
+                 'headers that are not a JSON object raise 22023');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -74,7 +74,7 @@ SELECT set_eq($$
     SELECT p.proname::text FROM pg_proc p
      WHERE p.pronamespace = 'idem'::regnamespace
        AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false) $$,
-    ARRAY['fingerprint', 'version_guard', 'reserve', 'complete', 'release', 'checkpoint'],
+    ARRAY['fingerprint', 'version_guard', 'reserve', 'complete', 'release', 'checkpoint', 'emit'],
     'every function pins search_path = pg_catalog, pg_temp, except those that run no SQL');
 SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -86,7 +86,7 @@ SELECT set_eq($$
     SELECT p.proname::text FROM pg_proc p
      WHERE p.pronamespace = 'idem'::regnamespace AND p.prosecdef $$,
     ARRAY['forget', 'purge',
-          'emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch', 'trim_outbox',
+          'subscribe', 'unsubscribe', 'next_batch', 'finish_batch', 'trim_outbox',
           'maintain'],
     'exactly the functions that write idem tables through SQL are SECURITY DEFINER');
 SELECT is_empty($$

@@ -31,47 +31,67 @@ sub notified
 }
 
 #
-# 1. A relay's LISTEN waits for an emitter that decided not to notify.
+# 1. A relay's LISTEN waits for an emitter that decided not to notify (and
+#    a relay in another database, which its notification could never
+#    reach, does not).  Run again at the end, once every listener has
+#    exited: an emitter then decides not to notify again, so the listener
+#    count went back to zero.
 #
-my $emitter = $node->background_psql('postgres');
-my $emitter_pid = $emitter->query_safe('SELECT pg_backend_pid()');
-$emitter->query_safe('SET synchronous_commit = on');
-$emitter->query_safe('BEGIN');
-$emitter->query_safe(q{SELECT idem.emit('held', '{"n": 1}')});
-# Nobody listens: the commit goes ahead without a NOTIFY, and then waits
-# for the standby.
-$emitter->query_until(qr/committing/, qq{\\echo committing\nCOMMIT;\n});
-ok( $node->poll_query_until(
-		'postgres', qq{SELECT wait_event = 'SyncRep' FROM pg_stat_activity WHERE pid = $emitter_pid}),
-	'the emitter is held in its commit, not yet visible');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM idem.outbox WHERE topic = 'held'}),
-	'0', 'its event is not visible yet');
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql('other', 'CREATE EXTENSION pg_idem');
 
-my $relay = $node->background_psql('postgres');
-my $relay_pid = $relay->query_safe('SELECT pg_backend_pid()');
-$relay->query_until(qr/listening/, qq{\\echo listening\nLISTEN idem_outbox;\n});
-ok( $node->poll_query_until(
-		'postgres', qq{SELECT $emitter_pid = ANY (pg_blocking_pids($relay_pid))}),
-	'LISTEN idem_outbox waits for the emitter that committed without notifying');
+sub listen_waits_for_silent_emitter
+{
+	my ($when, $topic) = @_;
+	my $emitter = $node->background_psql('postgres');
+	my $emitter_pid = $emitter->query_safe('SELECT pg_backend_pid()');
+	$emitter->query_safe('SET synchronous_commit = on');
+	$emitter->query_safe('BEGIN');
+	$emitter->query_safe(qq{SELECT idem.emit('$topic', '{"n": 1}')});
+	# Nobody listens: the commit goes ahead without a NOTIFY, and then
+	# waits for the standby.
+	$emitter->query_until(qr/committing/, qq{\\echo committing\nCOMMIT;\n});
+	ok( $node->poll_query_until(
+			'postgres', qq{SELECT wait_event = 'SyncRep' FROM pg_stat_activity WHERE pid = $emitter_pid}),
+		"$when: the emitter is held in its commit");
+	is($node->safe_psql('postgres', qq{SELECT count(*) FROM idem.outbox WHERE topic = '$topic'}),
+		'0', "$when: its event is not visible yet");
 
-# Release the emitter: its commit completes (with a warning about the
-# standby), and only then does the relay's LISTEN return.
-$node->safe_psql('postgres', "SELECT pg_cancel_backend($emitter_pid)");
-my $seen = $relay->query_safe(q{SELECT count(*) FROM idem.outbox WHERE topic = 'held'});
-is($seen, '1', 'after LISTEN returns, the relay sees the event it was not notified of');
-$emitter->quit;
-$relay->quit;
-ok( $node->poll_query_until(
-		'postgres', qq{SELECT count(*) = 0 FROM pg_stat_activity WHERE pid IN ($emitter_pid, $relay_pid)}),
-	'both sessions have exited');
+	my $elsewhere = $node->background_psql('other');
+	$elsewhere->query_safe('LISTEN idem_outbox');
+	pass("$when: LISTEN in another database does not wait for it");
+
+	my $relay = $node->background_psql('postgres');
+	my $relay_pid = $relay->query_safe('SELECT pg_backend_pid()');
+	$relay->query_until(qr/listening/, qq{\\echo listening\nLISTEN idem_outbox;\n});
+	ok( $node->poll_query_until(
+			'postgres', qq{SELECT $emitter_pid = ANY (pg_blocking_pids($relay_pid))}),
+		"$when: LISTEN idem_outbox waits for the emitter that committed without notifying");
+
+	# Release the emitter: its commit completes (with a warning about the
+	# standby), and only then does the relay's LISTEN return.
+	$node->safe_psql('postgres', "SELECT pg_cancel_backend($emitter_pid)");
+	is($relay->query_safe(qq{SELECT count(*) FROM idem.outbox WHERE topic = '$topic'}),
+		'1', "$when: after LISTEN returns, the relay sees the event it was not notified of");
+	my $elsewhere_pid = $elsewhere->query_safe('SELECT pg_backend_pid()');
+	$emitter->quit;
+	$relay->quit;
+	$elsewhere->quit;
+	ok( $node->poll_query_until(
+			'postgres', qq{SELECT count(*) = 0 FROM pg_stat_activity WHERE pid IN ($emitter_pid, $relay_pid, $elsewhere_pid)}),
+		"$when: the sessions have exited");
+	return;
+}
+
+listen_waits_for_silent_emitter('first', 'held');
 
 #
 # 2. The decision is taken at commit, not when emit() runs: an emitter whose
 #    transaction began before anyone listened still notifies a relay that
 #    listens by the time it commits.  Nobody listens when emit() runs.
 #
-$emitter = $node->background_psql('postgres');
-$emitter_pid = $emitter->query_safe('SELECT pg_backend_pid()');
+my $emitter = $node->background_psql('postgres');
+my $emitter_pid = $emitter->query_safe('SELECT pg_backend_pid()');
 my $late = $node->background_psql('postgres');
 $emitter->query_safe('BEGIN');
 $emitter->query_safe(q{SELECT idem.emit('late', '{"n": 2}')});
@@ -160,8 +180,13 @@ $fresh->query_safe('LISTEN idem_outbox');
 $emitter->query_safe(q{SELECT idem.emit('fresh', '{}')});
 ok(notified($fresh->query_safe('SELECT 1'), 'fresh', $emitter_pid),
 	'a relay that listens after others left is notified');
+my $fresh_pid = $fresh->query_safe('SELECT pg_backend_pid()');
 $fresh->quit;
 $emitter->quit;
+ok( $node->poll_query_until(
+		'postgres', qq{SELECT count(*) = 0 FROM pg_stat_activity WHERE pid IN ($fresh_pid, $emitter_pid)}),
+	'every listener has exited');
+listen_waits_for_silent_emitter('again', 'held again');
 
 $node->stop;
 done_testing();
