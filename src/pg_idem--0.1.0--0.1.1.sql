@@ -11,3 +11,8 @@ ALTER FUNCTION idem.emit(text, jsonb, text, jsonb) RESET search_path;
 -- (src/outbox_notify.c); the library does that, the comment says so.
 COMMENT ON FUNCTION idem.emit(text, jsonb, text, jsonb) IS
 'Write an event in the current transaction and notify channel idem_outbox on commit (while some session listens); returns the event id';
+
+-- The sweep every script ends with (nothing is granted to PUBLIC).
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA idem FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA idem FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA idem FROM PUBLIC;
