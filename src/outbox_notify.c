@@ -53,7 +53,8 @@
  * library's pre-commit callback may still call emit().  The callbacks are
  * registered when the library loads, so that most others run before ours,
  * and an emit after the decision follows it (notify at once, or stay
- * silent under the xid already published).
+ * silent under the xid already published); the first emit after a
+ * pre-commit that had nothing to decide takes the decision itself.
  *
  * The listener count is deliberately pessimistic: a backend counts from its
  * first LISTEN idem_outbox until it exits (UNLISTEN and DISCARD do not lower
@@ -163,9 +164,11 @@ static bool slot_database_set = false;
 /* What this transaction's pre-commit decided, for emits that come later. */
 typedef enum NotifyDecision
 {
-	UNDECIDED,
+	UNDECIDED,					/* our pre-commit callback has not run */
+	PASSED_EMPTY,				/* it ran with nothing to notify */
 	DECIDED_NOTIFY,
-	DECIDED_SILENT
+	DECIDED_SILENT,
+	PREPARING					/* our pre-prepare callback has run */
 } NotifyDecision;
 
 static NotifyDecision decision = UNDECIDED;
@@ -374,6 +377,17 @@ notify_if_heard(void)
 	queue_pending_topics();
 }
 
+/* PostgreSQL cannot prepare a transaction that notifies either. */
+static void
+refuse_prepare(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("cannot PREPARE a transaction that emitted outbox events with idem.outbox_notify on"),
+			 errdetail("PostgreSQL cannot prepare a transaction that sends a notification."),
+			 errhint("Run SET LOCAL idem.outbox_notify = off before idem.emit() in a transaction you will prepare; relays then find its events when they next poll.")));
+}
+
 static void
 forget_pending(void)
 {
@@ -394,18 +408,18 @@ notify_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			if (pending_topics != NIL && decision == UNDECIDED)
+			if (decision != UNDECIDED)
+				break;
+			if (pending_topics != NIL)
 				notify_if_heard();
+			else
+				decision = PASSED_EMPTY;
 			break;
 
 		case XACT_EVENT_PRE_PREPARE:
-			/* PostgreSQL cannot prepare a transaction that notifies either */
 			if (pending_topics != NIL)
-				ereport(ERROR,
-						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("cannot PREPARE a transaction that emitted outbox events with idem.outbox_notify on"),
-						 errdetail("PostgreSQL cannot prepare a transaction that sends a notification."),
-						 errhint("Run SET LOCAL idem.outbox_notify = off before idem.emit() in a transaction you will prepare; relays then find its events when they next poll.")));
+				refuse_prepare();
+			decision = PREPARING;
 			break;
 
 		case XACT_EVENT_COMMIT:
@@ -541,6 +555,8 @@ idem_outbox_notify_on_commit(const char *topic)
 	}
 	if (decision == DECIDED_SILENT)
 		return;
+	if (decision == PREPARING)
+		refuse_prepare();
 
 	/*
 	 * Already pending at this level or an enclosing one: one notification
@@ -559,6 +575,10 @@ idem_outbox_notify_on_commit(const char *topic)
 		((PendingIndexEntry *) hash_search(pending_index, p->topic,
 										   HASH_ENTER, NULL))->pending = p;
 	MemoryContextSwitchTo(old);
+
+	/* the first emit after our pre-commit callback ran decides now */
+	if (decision == PASSED_EMPTY)
+		notify_if_heard();
 }
 
 /* ---------------------------------------------------------------------
