@@ -7,7 +7,7 @@
 #   make bench               pgbench workloads side by side with the SQL they replace
 
 EXTENSION  = pg_idem
-EXTVERSION = 0.1.1
+EXTVERSION = 0.2.0
 
 MODULE_big = pg_idem
 OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
