@@ -52,12 +52,14 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -241,6 +243,16 @@ static IdemPlan trim_delete_plan = {
 	1, {INT8ARRAYOID}
 };
 
+/*
+ * The heavyweight lock that keeps trimming away from consumers not yet
+ * committed (see idem_outbox_trim): an object lock on idem.consumers, apart
+ * from its table locks.  Creators do not conflict with each other; the
+ * trimmer conflicts with every creator.
+ */
+#define CONSUMER_CREATE_LOCK	RowExclusiveLock
+#define CONSUMER_TRIM_LOCK		ShareLock
+
+static Oid	consumers_relid(void);
 static void check_name_length(int len, const char *what);
 static Datum topics_arg(FunctionCallInfo fcinfo, int argno, bool *isnull);
 static OutboxSnapshot *snapshot_from_datum(Datum d);
@@ -255,6 +267,7 @@ static void scan_by_xid(OutboxScan *s, FullTransactionId lo, FullTransactionId h
 static void scan_by_id(OutboxScan *s, int64 after, int64 last);
 static bool scan_next(OutboxScan *s, FullTransactionId *xid, int64 *id);
 static bool scan_fetch(OutboxScan *s);
+static void scan_refresh_snapshot(OutboxScan *s);
 static void scan_end_walk(OutboxScan *s);
 static void scan_end(OutboxScan *s);
 static TopicFilter *topic_filter(Datum topics, bool isnull);
@@ -295,6 +308,17 @@ idem_outbox_name_arg(FunctionCallInfo fcinfo, int argno, const char *what)
 	t = PG_GETARG_TEXT_PP(argno);
 	check_name_length(VARSIZE_ANY_EXHDR(t), what);
 	return t;
+}
+
+/* The OID of idem.consumers, found by schema-qualified name. */
+static Oid
+consumers_relid(void)
+{
+	Oid			relid = get_relname_relid("consumers", get_namespace_oid("idem", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "pg_idem: idem.consumers is missing");
+	return relid;
 }
 
 /* Names are 1..IDEM_MAX_NAME_BYTES bytes long. */
@@ -565,6 +589,27 @@ static bool
 scan_fetch(OutboxScan *s)
 {
 	return index_fetch_heap(s->scan, s->slot);
+}
+
+/*
+ * Give the walks a snapshot taken after the window snapshot just taken.
+ *
+ * A window is the set of events of transactions its snapshot sees as
+ * finished; the heap fetches of a walk must see each of them, so the walk's
+ * snapshot may never be older than the window's.  scan_begin() took one
+ * before the consumer's row was locked and the window found exhausted; a
+ * transaction committing between that and the new window snapshot would be
+ * in the window, invisible to the walk, and closed over for good.  Under
+ * READ COMMITTED GetTransactionSnapshot() is a new snapshot (newer than the
+ * window's SPI statement); under REPEATABLE READ it is the transaction's,
+ * which the window snapshot is as well.
+ */
+static void
+scan_refresh_snapshot(OutboxScan *s)
+{
+	scan_end_walk(s);
+	UnregisterSnapshot(s->snapshot);
+	s->snapshot = RegisterSnapshot(GetTransactionSnapshot());
 }
 
 static void
@@ -940,6 +985,13 @@ idem_subscribe(PG_FUNCTION_ARGS)
 				 errmsg("from_start must not be null")));
 	from_start = PG_GETARG_BOOL(2);
 
+	/*
+	 * Before the start snapshot is taken: trimming waits for (skips while)
+	 * this transaction, whose consumer it cannot see until commit.
+	 */
+	LockDatabaseObject(RelationRelationId, consumers_relid(), 0,
+					   CONSUMER_CREATE_LOCK);
+
 	SPI_connect();
 	if (from_start)
 	{
@@ -1176,6 +1228,8 @@ idem_next_batch(PG_FUNCTION_ARGS)
 			}
 			st.window = snapshot_take();
 			st.window_datum = PointerGetDatum(st.window);
+			/* the walk must see every event the new window holds */
+			scan_refresh_snapshot(&scan);
 			if (!window_bounds(&scan, st.prev, st.window, &first, &last))
 				advance(consumer, st.window_datum);
 			else
@@ -1301,8 +1355,39 @@ idem_outbox_trim(int32 max_rows)
 	if (max_rows < 1)
 		return 0;
 
+	/*
+	 * A consumer being created by a transaction that has not committed yet
+	 * is owed the events of every transaction running at its subscribe(),
+	 * but no snapshot of ours can see it.  subscribe() holds
+	 * CONSUMER_CREATE_LOCK until it commits; this waits for no one: while
+	 * any subscribe() is uncommitted, nothing is trimmed this time.  Once
+	 * the lock is ours, a subscribe() still to come takes its start
+	 * snapshot after this point, so every event trimmed below is visible
+	 * to it (finished before any consumer's finished snapshot, which are
+	 * all older than now) and owed to nobody.  The consumers are read with
+	 * the latest snapshot, so that under REPEATABLE READ too a subscription
+	 * committed after this transaction's snapshot is seen.
+	 */
+	if (!ConditionalLockDatabaseObject(RelationRelationId, consumers_relid(), 0,
+									   CONSUMER_TRIM_LOCK))
+	{
+		ereport(DEBUG1,
+				(errmsg("pg_idem: outbox not trimmed: a subscribe() has not committed yet")));
+		return 0;
+	}
+
 	SPI_connect();
-	idem_plan_execute(&trim_consumers_plan, NULL, NULL, false, 0);
+	{
+		Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
+		int			rc;
+
+		rc = SPI_execute_snapshot(idem_plan_get(&trim_consumers_plan), NULL, NULL,
+								  latest, InvalidSnapshot, true, false, 0);
+		UnregisterSnapshot(latest);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "pg_idem: reading the outbox consumers failed: %s",
+				 SPI_result_code_string(rc));
+	}
 	nsnaps = (int) SPI_processed;
 	snaps = palloc(sizeof(OutboxSnapshot *) * Max(nsnaps, 1));
 	for (int i = 0; i < nsnaps; i++)
