@@ -18,10 +18,13 @@
  * the decisions that change the row lock it, and they do so by being a
  * compare-and-set update: "take over the key if its token is still the one
  * I read and its lease has still ended".  If the update meets a concurrent
- * one, it waits for it, locks the newest row version and checks the
- * condition again on that version, as UPDATE does under READ COMMITTED, so
- * the decision is made under the row lock.  When the condition no longer
- * holds, reserve() decides again from the new state.  A replay, an
+ * one, it waits for it, reads the newer row version and checks the
+ * condition again on that version, as UPDATE does under READ COMMITTED,
+ * then tries the update on it; the update succeeds only on the newest
+ * version, so the decision stands on the row it writes.  Unlike UPDATE,
+ * the re-check takes no row lock (see key_fetch_successor): when the
+ * condition no longer holds, reserve() decides again from the new state
+ * holding nothing.  A replay, an
  * in_progress answer and a fingerprint mismatch are read without a lock:
  * they change nothing, and a row lock held until the end of the caller's
  * transaction would serialize retry storms of one key and block the
@@ -328,6 +331,7 @@ static void key_row_from_slot(TupleTableSlot *slot, KeyRow *row);
 static bool key_lookup(KeysRel *kr, text *scope, text *key, KeyRow *row);
 static bool key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change);
 static KeyUpdateResult key_update(KeysRel *kr, KeyRow *row, KeyChange *change);
+static bool key_fetch_successor(KeysRel *kr, TM_FailureData *tmfd, KeyRow *row);
 static void key_index_hints(KeysRel *kr, const KeyRow *row,
 							TupleTableSlot *newslot);
 static TimestampTz key_acquire_times(KeyChange *change, TimestampTz now);
@@ -963,18 +967,9 @@ key_update(KeysRel *kr, KeyRow *row, KeyChange *change)
 					ereport(ERROR,
 							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 							 errmsg("could not serialize access due to concurrent update")));
-				result = table_tuple_lock(kr->rel, &row->tid, kr->snapshot,
-										  keys_lockslot(kr), kr->cid, lockmode,
-										  LockWaitBlock,
-										  TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
-										  &tmfd);
-				if (result == TM_Deleted)
+				if (!key_fetch_successor(kr, &tmfd, row))
 					return KEY_GONE;
-				if (result != TM_Ok)
-					elog(ERROR, "pg_idem: unexpected result %d locking an idempotency key",
-						 (int) result);
-				key_row_from_slot(kr->lockslot, row);
-				continue;		/* check again on the newest version */
+				continue;		/* check again on the newer version */
 
 			case TM_Deleted:
 				if (IsolationUsesXactSnapshot())
@@ -988,6 +983,45 @@ key_update(KeysRel *kr, KeyRow *row, KeyChange *change)
 					 (int) result);
 		}
 	}
+}
+
+/*
+ * Read the version that replaced row (tmfd names it) into *row, without
+ * locking it; false when there is none to read.
+ *
+ * UPDATE under READ COMMITTED locks the newest version before it re-checks
+ * its WHERE clause (ExecUpdate -> table_tuple_lock, then EvalPlanQual), and
+ * keeps that lock even when the re-check fails.  Here a failed re-check
+ * means "answer in_progress" or "not your token", which must take no lock:
+ * a row lock held to the end of the loser's transaction would make the
+ * winner's complete() wait for it.  So the re-check reads the newer version
+ * unlocked and the update is attempted on it: heap_update succeeds only on
+ * the newest version (TM_Updated again otherwise), so a check that passes
+ * on a version that is still the newest when written is a compare-and-set,
+ * and one that fails leaves nothing behind.
+ *
+ * table_tuple_update() has already waited for the updater, which committed
+ * (an aborted one would have let the update through).  The version it made
+ * cannot have been pruned: our active snapshot is older than its creator's
+ * commit, and anything that replaced it since is newer still.  Its xmin is
+ * checked all the same, as heapam does when it follows an update chain.
+ */
+static bool
+key_fetch_successor(KeysRel *kr, TM_FailureData *tmfd, KeyRow *row)
+{
+	TupleTableSlot *next = keys_lockslot(kr);
+	bool		isnull;
+	TransactionId xmin;
+
+	if (ItemPointerEquals(&tmfd->ctid, &row->tid) ||
+		!table_tuple_fetch_row_version(kr->rel, &tmfd->ctid, SnapshotAny, next))
+		return false;
+	xmin = DatumGetTransactionId(slot_getsysattr(next, MinTransactionIdAttributeNumber,
+												 &isnull));
+	if (!TransactionIdEquals(xmin, tmfd->xmax))
+		return false;
+	key_row_from_slot(next, row);
+	return true;
 }
 
 /* The ttl of the reservation that holds or held a key */
