@@ -86,6 +86,7 @@
 #include "utils/timestamp.h"
 
 #include "compat.h"
+#include "direct_write.h"
 #include "fingerprint.h"
 #include "keys.h"
 #include "pg_idem.h"
@@ -136,7 +137,7 @@ enum
 	RES_NATTS
 };
 
-/* Columns of idem.keys, found by name, and the type each must have */
+/* Columns of idem.keys */
 typedef enum KeyCol
 {
 	KC_SCOPE,
@@ -153,20 +154,38 @@ typedef enum KeyCol
 	KC_CREATED_AT,
 	KC_UPDATED_AT,
 	KC_EXPIRES_AT,
+	KC_LEASE,
 	KC_N
 } KeyCol;
 
-static const char *const key_col_names[KC_N] = {
-	"scope", "key", "state", "token", "fingerprint", "locked_until", "ttl",
-	"response", "status", "recovery_point", "checkpoint", "created_at",
-	"updated_at", "expires_at"
+/*
+ * idem.keys as the extension creates it (direct_write.c).  reserve()'s
+ * insertion imitates INSERT INTO idem.keys (every column but response,
+ * status, recovery_point and checkpoint) VALUES (...) ON CONFLICT DO
+ * NOTHING, so those four must have no default.  The state column's type,
+ * idem.key_state, is checked by keys_open().  lease came with 0.2.0: a
+ * database not yet upgraded lacks it, and checkpoint() then renews by
+ * idem.lease as 0.1 did.
+ */
+static const DirectColumn keys_columns[KC_N] = {
+	{"scope", TEXTOID, true, DC_WRITTEN, InvalidOid, false},
+	{"key", TEXTOID, true, DC_WRITTEN, InvalidOid, false},
+	{"state", InvalidOid, true, DC_WRITTEN, InvalidOid, false},
+	{"token", INT8OID, true, DC_WRITTEN, InvalidOid, false},
+	{"fingerprint", BYTEAOID, false, DC_WRITTEN, InvalidOid, false},
+	{"locked_until", TIMESTAMPTZOID, false, DC_WRITTEN, InvalidOid, false},
+	{"ttl", INTERVALOID, true, DC_WRITTEN, InvalidOid, false},
+	{"response", JSONBOID, false, DC_OMITTED, InvalidOid, false},
+	{"status", INT4OID, false, DC_OMITTED, InvalidOid, false},
+	{"recovery_point", TEXTOID, false, DC_OMITTED, InvalidOid, false},
+	{"checkpoint", JSONBOID, false, DC_OMITTED, InvalidOid, false},
+	{"created_at", TIMESTAMPTZOID, true, DC_WRITTEN, InvalidOid, false},
+	{"updated_at", TIMESTAMPTZOID, true, DC_WRITTEN, InvalidOid, false},
+	{"expires_at", TIMESTAMPTZOID, true, DC_WRITTEN, InvalidOid, false},
+	{"lease", INTERVALOID, false, DC_WRITTEN, InvalidOid, true},
 };
 
-static const Oid key_col_types[KC_N] = {
-	TEXTOID, TEXTOID, InvalidOid /* idem.key_state */ , INT8OID, BYTEAOID,
-	TIMESTAMPTZOID, INTERVALOID, JSONBOID, INT4OID, TEXTOID, JSONBOID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID
-};
+static DirectTable keys_table = {"keys", KC_N, keys_columns};
 
 /*
  * Backend-lifetime cache of catalog facts: where idem.keys and its columns
@@ -178,9 +197,7 @@ static const Oid key_col_types[KC_N] = {
 typedef struct KeysCatalog
 {
 	bool		valid;
-	Oid			keys_relid;
 	Oid			token_seqid;
-	int			col[KC_N];		/* attribute index (attnum - 1) of each column */
 	Oid			state_typid;
 	Oid			state_oids[KEY_NSTATES];
 	uint32		state_type_hash;
@@ -252,7 +269,8 @@ struct KeyChange
 	KeyBuild	build;
 	TimestampTz now;			/* set by check, used by build */
 	int64		token;			/* expected token (or the new one, after build) */
-	Interval   *lease;
+	Interval   *lease;			/* checkpoint: NULL for the holder's own */
+	Interval   *lease_fallback; /* checkpoint: for a key that stored none */
 	Interval   *ttl;
 	bytea	   *fingerprint;
 	Datum		response;
@@ -512,55 +530,37 @@ keys_catalog_ensure(void)
 }
 
 /*
- * Find idem.keys, its columns and the token sequence by name (never through
- * search_path), and check that every column has the type this code writes.
+ * Find the token sequence and the state type by name (never through
+ * search_path).  idem.keys itself is opened, and its columns mapped, by
+ * keys_open() through direct_write.c, under its lock.
  */
 static void
 keys_catalog_load(void)
 {
 	Oid			nsp = get_namespace_oid("idem", false);
-	Oid			relid = get_relname_relid("keys", nsp);
 	Oid			seqid = get_relname_relid("key_token_seq", nsp);
+	Oid			typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+										CStringGetDatum("key_state"),
+										ObjectIdGetDatum(nsp));
 
-	if (!OidIsValid(relid) || !OidIsValid(seqid))
+	if (!OidIsValid(seqid) || !OidIsValid(typid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("pg_idem is not installed correctly: idem.keys or idem.key_token_seq is missing"),
+				 errmsg("pg_idem is not installed correctly: idem.key_token_seq or idem.key_state is missing"),
 				 errhint("Run ALTER EXTENSION pg_idem UPDATE, or drop and create the extension.")));
-
-	for (int c = 0; c < KC_N; c++)
-	{
-		AttrNumber	attnum = get_attnum(relid, key_col_names[c]);
-		Oid			typid;
-
-		if (attnum == InvalidAttrNumber)
-			elog(ERROR, "pg_idem: idem.keys has no column \"%s\"", key_col_names[c]);
-		typid = get_atttype(relid, attnum);
-		if (c == KC_STATE)
-		{
-			enum_label_oids(typid, key_state_labels, KEY_NSTATES,
-							keys_catalog.state_oids);
-			keys_catalog.state_typid = typid;
-			keys_catalog.state_type_hash =
-				GetSysCacheHashValue1(TYPEOID, ObjectIdGetDatum(typid));
-		}
-		else if (typid != key_col_types[c])
-			elog(ERROR, "pg_idem: column idem.keys.%s has type %s, expected %s",
-				 key_col_names[c], format_type_be(typid),
-				 format_type_be(key_col_types[c]));
-		keys_catalog.col[c] = attnum - 1;
-	}
-	keys_catalog.keys_relid = relid;
+	enum_label_oids(typid, key_state_labels, KEY_NSTATES, keys_catalog.state_oids);
+	keys_catalog.state_typid = typid;
+	keys_catalog.state_type_hash =
+		GetSysCacheHashValue1(TYPEOID, ObjectIdGetDatum(typid));
 	keys_catalog.token_seqid = seqid;
 	keys_catalog.valid = true;
 }
 
-/* Relcache callback: idem.keys or the token sequence changed (or everything did). */
+/* Relcache callback: the token sequence changed (or everything did). */
 static void
 keys_relcache_callback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == keys_catalog.keys_relid ||
-		relid == keys_catalog.token_seqid)
+	if (relid == InvalidOid || relid == keys_catalog.token_seqid)
 		keys_catalog.valid = false;
 }
 
@@ -646,8 +646,26 @@ keys_open(KeysRel *kr, const char *cmdname, bool speculative)
 
 	PreventCommandIfReadOnly(cmdname);
 	memset(kr, 0, sizeof(KeysRel));
+	kr->rel = idem_direct_open(&keys_table, RowExclusiveLock);
+	if (keys_table.pristine &&
+		TupleDescAttr(RelationGetDescr(kr->rel),
+					  keys_table.attidx[KC_STATE])->atttypid != keys_catalog.state_typid)
+		keys_table.pristine = false;	/* not as created: refused below */
+	if (!keys_table.pristine)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s cannot write idem.keys as it has been altered", cmdname),
+				 errdetail("idem.keys %s.", keys_table.deviation[0] ? keys_table.deviation :
+						   "has column \"state\" of another type than idem.key_state"),
+				 errhint("pg_idem's key functions write idem.keys without the executor, so they run only on the table as the extension created it: undo the change.")));
+	/*
+	 * complete/release/checkpoint are UPDATEs, refused on a published table
+	 * without a usable replica identity even when no row matches, as
+	 * ExecUpdate's start-up refuses them (CheckValidResultRel)
+	 */
+	if (!speculative)
+		CheckCmdReplicaIdentity(kr->rel, CMD_UPDATE);
 	kr->estate = CreateExecutorState();
-	kr->rel = table_open(keys_catalog.keys_relid, RowExclusiveLock);
 	kr->natts = RelationGetDescr(kr->rel)->natts;
 	kr->rri = makeNode(ResultRelInfo);
 	/* no range table: nothing here consults one (see key_index_hints) */
@@ -714,7 +732,7 @@ keys_snapshot(KeysRel *kr)
 static void
 key_row_from_slot(TupleTableSlot *slot, KeyRow *row)
 {
-	const int  *col = keys_catalog.col;
+	const int  *col = keys_table.attidx;
 	Oid			state;
 	int			i;
 
@@ -789,7 +807,7 @@ key_acquire_times(KeyChange *change, TimestampTz now)
 static bool
 key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change)
 {
-	const int  *col = keys_catalog.col;
+	const int  *col = keys_table.attidx;
 	TupleTableSlot *slot = kr->newslot;
 	Datum	   *values = slot->tts_values;
 	bool	   *isnull = slot->tts_isnull;
@@ -867,6 +885,11 @@ key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change)
 			isnull[col[KC_TTL]] = isnull[col[KC_CREATED_AT]] =
 			isnull[col[KC_UPDATED_AT]] = isnull[col[KC_EXPIRES_AT]] = false;
 		isnull[col[KC_FINGERPRINT]] = (change->fingerprint == NULL);
+		if (col[KC_LEASE] >= 0)
+		{
+			values[col[KC_LEASE]] = IntervalPGetDatum(change->lease);
+			isnull[col[KC_LEASE]] = false;
+		}
 		ExecStoreVirtualTuple(slot);
 
 		spec_token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
@@ -931,6 +954,8 @@ key_update(KeysRel *kr, KeyRow *row, KeyChange *change)
 {
 	TupleTableSlot *slot = kr->newslot;
 
+	/* as ExecUpdate's start-up does (CheckValidResultRel) */
+	CheckCmdReplicaIdentity(kr->rel, CMD_UPDATE);
 	for (;;)
 	{
 		TM_Result	result;
@@ -1028,7 +1053,7 @@ key_fetch_successor(KeysRel *kr, TM_FailureData *tmfd, KeyRow *row)
 static inline Interval *
 key_ttl(const KeyRow *row)
 {
-	return DatumGetIntervalP(row->values[keys_catalog.col[KC_TTL]]);
+	return DatumGetIntervalP(row->values[keys_table.attidx[KC_TTL]]);
 }
 
 /* complete, release, checkpoint: the current token, in progress, not expired */
@@ -1073,7 +1098,7 @@ check_token(KeyChange *change, const KeyRow *row)
 static void
 build_takeover(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 {
-	const int  *col = keys_catalog.col;
+	const int  *col = keys_table.attidx;
 
 	key_acquire_times(change, change->now);
 	change->token = nextval_internal(keys_catalog.token_seqid, false);
@@ -1084,13 +1109,18 @@ build_takeover(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull
 	values[col[KC_TTL]] = IntervalPGetDatum(change->ttl);
 	values[col[KC_UPDATED_AT]] = TimestampTzGetDatum(change->now);
 	values[col[KC_EXPIRES_AT]] = TimestampTzGetDatum(change->new_expires_at);
+	if (col[KC_LEASE] >= 0)
+	{
+		values[col[KC_LEASE]] = IntervalPGetDatum(change->lease);
+		isnull[col[KC_LEASE]] = false;
+	}
 }
 
 /* Reserve an expired key as if it were new: everything but the key is reset. */
 static void
 build_afresh(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 {
-	const int  *col = keys_catalog.col;
+	const int  *col = keys_table.attidx;
 
 	build_takeover(change, row, values, isnull);
 	values[col[KC_FINGERPRINT]] = PointerGetDatum(change->fingerprint);
@@ -1106,7 +1136,7 @@ build_afresh(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 static void
 build_restart_lease(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 {
-	const int  *col = keys_catalog.col;
+	const int  *col = keys_table.attidx;
 
 	key_acquire_times(change, change->now);
 	values[col[KC_LOCKED_UNTIL]] = TimestampTzGetDatum(change->new_locked_until);
@@ -1121,7 +1151,7 @@ build_restart_lease(KeyChange *change, const KeyRow *row, Datum *values, bool *i
 static void
 build_complete(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 {
-	const int  *col = keys_catalog.col;
+	const int  *col = keys_table.attidx;
 
 	values[col[KC_STATE]] = ObjectIdGetDatum(keys_catalog.state_oids[KEY_COMPLETED]);
 	values[col[KC_RESPONSE]] = change->response;
@@ -1143,7 +1173,7 @@ build_complete(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull
 static void
 build_release(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 {
-	const int  *col = keys_catalog.col;
+	const int  *col = keys_table.attidx;
 
 	values[col[KC_STATE]] = ObjectIdGetDatum(keys_catalog.state_oids[KEY_RELEASED]);
 	isnull[col[KC_LOCKED_UNTIL]] = true;
@@ -1152,13 +1182,29 @@ build_release(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 		TimestampTzGetDatum(add_interval(change->now, key_ttl(row)));
 }
 
-/* Checkpoint: record the recovery point and state, and renew the lease. */
+/*
+ * Checkpoint: record the recovery point and state, and renew the lease: by
+ * the lease given, which becomes the holder's lease length, or else by the
+ * holder's own (the one it reserved with or last gave), never by the
+ * idem.lease of whoever calls (a worker that reserved for 10 minutes must
+ * not drop to 30 seconds).  Only a key written before 0.2.0 stored no
+ * lease; it renews by idem.lease, as 0.1 did.
+ */
 static void
 build_checkpoint(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 {
-	const int  *col = keys_catalog.col;
+	const int  *col = keys_table.attidx;
+	Interval   *lease = change->lease;
 
-	change->new_locked_until = add_interval(change->now, change->lease);
+	if (lease == NULL)
+		lease = (col[KC_LEASE] >= 0 && !row->isnull[col[KC_LEASE]]) ?
+			DatumGetIntervalP(row->values[col[KC_LEASE]]) : change->lease_fallback;
+	if (col[KC_LEASE] >= 0)
+	{
+		values[col[KC_LEASE]] = IntervalPGetDatum(lease);
+		isnull[col[KC_LEASE]] = false;
+	}
+	change->new_locked_until = add_interval(change->now, lease);
 	values[col[KC_RECOVERY_POINT]] = change->recovery_point;
 	isnull[col[KC_RECOVERY_POINT]] = false;
 	values[col[KC_CHECKPOINT]] = change->checkpoint;
@@ -1255,7 +1301,7 @@ idem_reserve(PG_FUNCTION_ARGS)
 
 		if (row.state == KEY_COMPLETED)
 		{
-			const int  *col = keys_catalog.col;
+			const int  *col = keys_table.attidx;
 
 			outcome = OUTCOME_REPLAY;
 			res[RES_RESPONSE] = row.values[col[KC_RESPONSE]];
@@ -1287,7 +1333,7 @@ idem_reserve(PG_FUNCTION_ARGS)
 		outcome = OUTCOME_ACQUIRED;
 		{
 			/* kept as they were: the row version just replaced has them */
-			const int  *col = keys_catalog.col;
+			const int  *col = keys_table.attidx;
 
 			res[RES_RECOVERY_POINT] = row.values[col[KC_RECOVERY_POINT]];
 			res_null[RES_RECOVERY_POINT] = row.isnull[col[KC_RECOVERY_POINT]];
@@ -1508,7 +1554,8 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 	change.checkpoint_null = PG_ARGISNULL(3);
 	change.checkpoint = change.checkpoint_null ? (Datum) 0 : PG_GETARG_DATUM(3);
 	scope = name_arg(fcinfo, 4, true);
-	change.lease = interval_arg(fcinfo, 5, "lease", &lease_dflt);
+	change.lease = interval_arg(fcinfo, 5, "lease", NULL);
+	change.lease_fallback = &lease_dflt;
 	change.build = build_checkpoint;
 
 	holder_change("idem.checkpoint()", scope, key, &change);

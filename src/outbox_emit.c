@@ -17,15 +17,16 @@
  *   created_at  now() (the transaction's start, as the column default)
  *   xid         the top-level transaction's xid8 (pg_current_xact_id())
  *
- * Like keys.c's hot paths, emit() runs no SQL: it finds idem.outbox and its
- * sequence once, by schema-qualified name, and keeps their OIDs until they
- * change.  It is not SECURITY DEFINER and needs no pinned search_path;
- * EXECUTE on it is the only gate, and application roles keep having no
- * privilege on the table itself.  What an INSERT would do and this does
- * not: fire triggers and check CHECK constraints or row security on
- * idem.outbox.  The extension defines none there, and the table is not the
- * application's to change; logical decoding (Debezium) still sees every
- * event, since the heap insert is WAL-logged as any other.
+ * Like keys.c's hot paths, emit() runs no SQL: it opens idem.outbox through
+ * direct_write.c, which locks it before trusting what it cached about it.
+ * It is not SECURITY DEFINER and needs no pinned search_path; EXECUTE on it
+ * is the only gate, and application roles keep having no privilege on the
+ * table itself.  The rule of direct_write.c holds: the row written is the
+ * one the INSERT would write.  When idem.outbox is no longer as the
+ * extension created it (a column, default, CHECK constraint, trigger, rule
+ * or row security added), emit() runs that INSERT instead, as the table's
+ * owner, so everything the user added applies.  Logical decoding (Debezium)
+ * sees every event either way: the heap insert is WAL-logged as any other.
  *
  * The notification on commit is outbox_notify.c's business.
  *
@@ -44,11 +45,14 @@
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -56,9 +60,11 @@
 #include "utils/xid8.h"
 
 #include "compat.h"
+#include "direct_write.h"
 #include "outbox.h"
 #include "outbox_notify.h"
 #include "pg_idem.h"
+#include "spi_util.h"
 
 /* idem.outbox's columns, in the order emit() fills them. */
 typedef enum OutboxColumn
@@ -73,82 +79,71 @@ typedef enum OutboxColumn
 	OC_N
 } OutboxColumn;
 
-static const char *const outbox_col_names[OC_N] = {
-	"id", "topic", "key", "payload", "headers", "created_at", "xid"
+/*
+ * The statement emit() imitates names topic, key, payload and headers; id,
+ * created_at and xid come from their defaults, which are computed here:
+ * the identity sequence, now() and pg_current_xact_id().
+ */
+static const DirectColumn outbox_columns[OC_N] = {
+	{"id", INT8OID, true, DC_IDENTITY, InvalidOid, false},
+	{"topic", TEXTOID, true, DC_WRITTEN, InvalidOid, false},
+	{"key", TEXTOID, false, DC_WRITTEN, InvalidOid, false},
+	{"payload", JSONBOID, true, DC_WRITTEN, InvalidOid, false},
+	{"headers", JSONBOID, false, DC_WRITTEN, InvalidOid, false},
+	{"created_at", TIMESTAMPTZOID, true, DC_DEFAULT_FUNC, F_NOW, false},
+	{"xid", XID8OID, true, DC_DEFAULT_FUNC, F_PG_CURRENT_XACT_ID, false},
 };
 
-static const Oid outbox_col_types[OC_N] = {
-	INT8OID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, XID8OID
-};
-
-/* What emit() looks up once: the table, its id sequence, its columns. */
-typedef struct OutboxCatalog
-{
-	bool		valid;
-	Oid			relid;
-	Oid			seqid;
-	int			col[OC_N];		/* 0-based attribute index of each column */
-} OutboxCatalog;
-
-static OutboxCatalog outbox_catalog;
-static bool outbox_callback_registered = false;
-
-/* Relcache callback: idem.outbox or its sequence changed (or everything did). */
-static void
-outbox_relcache_callback(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == outbox_catalog.relid ||
-		relid == outbox_catalog.seqid)
-		outbox_catalog.valid = false;
-}
+static DirectTable outbox_table = {"outbox", OC_N, outbox_columns};
 
 /*
- * Find idem.outbox, its columns and its id sequence by name (never through
- * search_path), and check that every column has the type written here.
- * Any other column must be nullable: emit() leaves it NULL.
+ * The executor's path, for an idem.outbox that is not as the extension
+ * created it (direct_write.c): the statement itself, run with the rights of
+ * the table's owner and a pinned search_path -- what emit() ran in 0.1.0,
+ * when it was SECURITY DEFINER.  Defaults, constraints, triggers, rules and
+ * row security then apply exactly as to that INSERT.
  */
-static void
-outbox_catalog_load(void)
+static IdemPlan emit_insert_plan = {
+	"INSERT INTO idem.outbox (topic, key, payload, headers) "
+	"VALUES ($1, $2, $3, $4) RETURNING id",
+	4, {TEXTOID, TEXTOID, JSONBOID, JSONBOID}
+};
+
+static int64
+outbox_insert_by_executor(Oid owner, text *topic, Datum key, bool key_isnull,
+						  Datum payload, Datum headers, bool headers_isnull)
 {
-	Oid			nsp = get_namespace_oid("idem", false);
-	Oid			relid = get_relname_relid("outbox", nsp);
-	Oid			seqid = get_relname_relid("outbox_id_seq", nsp);
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	int64		id;
 
-	if (!OidIsValid(relid) || !OidIsValid(seqid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("pg_idem is not installed correctly: idem.outbox or idem.outbox_id_seq is missing"),
-				 errhint("Run ALTER EXTENSION pg_idem UPDATE, or drop and create the extension.")));
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 
-	for (int c = 0; c < OC_N; c++)
-	{
-		AttrNumber	attnum = get_attnum(relid, outbox_col_names[c]);
-		Oid			typid;
+	values[0] = PointerGetDatum(topic);
+	values[1] = key;
+	nulls[1] = key_isnull ? 'n' : ' ';
+	values[2] = payload;
+	values[3] = headers;
+	nulls[3] = headers_isnull ? 'n' : ' ';
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_idem: SPI_connect failed");
+	idem_plan_execute(&emit_insert_plan, values, nulls, false, 1);
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									 1, &isnull));
+	SPI_finish();
 
-		if (attnum == InvalidAttrNumber)
-			elog(ERROR, "pg_idem: idem.outbox has no column \"%s\"", outbox_col_names[c]);
-		typid = get_atttype(relid, attnum);
-		if (typid != outbox_col_types[c])
-			elog(ERROR, "pg_idem: column idem.outbox.%s has type %s, expected %s",
-				 outbox_col_names[c], format_type_be(typid),
-				 format_type_be(outbox_col_types[c]));
-		outbox_catalog.col[c] = attnum - 1;
-	}
-	outbox_catalog.relid = relid;
-	outbox_catalog.seqid = seqid;
-	outbox_catalog.valid = true;
-}
-
-static void
-outbox_catalog_ensure(void)
-{
-	if (!outbox_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(outbox_relcache_callback, (Datum) 0);
-		outbox_callback_registered = true;
-	}
-	if (!outbox_catalog.valid)
-		outbox_catalog_load();
+	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return id;
 }
 
 /*
@@ -159,15 +154,25 @@ static int64
 outbox_insert(text *topic, Datum key, bool key_isnull, Datum payload,
 			  Datum headers, bool headers_isnull)
 {
-	const int  *col = outbox_catalog.col;
+	const int  *col = outbox_table.attidx;
 	EState	   *estate;
 	ResultRelInfo *rri;
 	Relation	rel;
 	TupleTableSlot *slot;
 	int64		id;
 
+	rel = idem_direct_open(&outbox_table, RowExclusiveLock);
+	if (!outbox_table.pristine)
+	{
+		Oid			owner = rel->rd_rel->relowner;
+
+		table_close(rel, NoLock);
+		return outbox_insert_by_executor(owner, topic, key, key_isnull,
+										 payload, headers, headers_isnull);
+	}
+
+	/* ExecInsert's steps for a table without triggers or constraints */
 	estate = CreateExecutorState();
-	rel = table_open(outbox_catalog.relid, RowExclusiveLock);
 	rri = makeNode(ResultRelInfo);
 	/* no range table: the index routine consults none */
 	InitResultRelInfo(rri, rel, 0, NULL, 0);
@@ -176,7 +181,7 @@ outbox_insert(text *topic, Datum key, bool key_isnull, Datum payload,
 
 	ExecClearTuple(slot);
 	memset(slot->tts_isnull, true, RelationGetDescr(rel)->natts * sizeof(bool));
-	id = nextval_internal(outbox_catalog.seqid, false);
+	id = nextval_internal(outbox_table.identity_seq, false);
 	slot->tts_values[col[OC_ID]] = Int64GetDatum(id);
 	slot->tts_values[col[OC_TOPIC]] = PointerGetDatum(topic);
 	slot->tts_values[col[OC_KEY]] = key;
@@ -238,7 +243,6 @@ idem_emit(PG_FUNCTION_ARGS)
 	PreventCommandIfReadOnly("idem.emit()");
 	PreventCommandIfParallelMode("idem.emit()");
 
-	outbox_catalog_ensure();
 	id = outbox_insert(topic,
 					   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2), PG_ARGISNULL(2),
 					   PG_GETARG_DATUM(1),

@@ -60,6 +60,7 @@ CREATE TABLE idem.keys (
   created_at     timestamptz NOT NULL,  -- first reserve (of this life of the key)
   updated_at     timestamptz NOT NULL,  -- last change
   expires_at     timestamptz NOT NULL,  -- locked_until + ttl while held, else change time + ttl
+  lease          interval,              -- the holder's lease length: checkpoint() renews by it
   CONSTRAINT keys_pkey PRIMARY KEY (scope, key)
 );
 
@@ -116,7 +117,7 @@ AS 'MODULE_PATHNAME', 'idem_checkpoint'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION idem.checkpoint(text, bigint, text, jsonb, text, interval) IS
-'Record the progress of a held idempotency key for a successor, and renew its lease';
+'Record the progress of a held idempotency key for a successor, and renew its lease by the lease given, else by the holder''s own lease length';
 
 CREATE FUNCTION idem.forget(key text, scope text DEFAULT '')
 RETURNS boolean

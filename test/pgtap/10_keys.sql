@@ -40,7 +40,7 @@ SELECT results_eq(
             ('recovery_point', 'text', false), ('checkpoint', 'jsonb', false),
             ('created_at', 'timestamp with time zone', true),
             ('updated_at', 'timestamp with time zone', true),
-            ('expires_at', 'timestamp with time zone', true) $$,
+            ('expires_at', 'timestamp with time zone', true), ('lease', 'interval', false) $$,
   'idem.keys has the columns the C code writes');
 SELECT results_eq(
   $$ SELECT attname::text COLLATE "default", collname::text COLLATE "default" FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
