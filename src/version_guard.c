@@ -33,9 +33,12 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tupmacs.h"
+#include "access/xact.h"
+#include "catalog/pg_index.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/objectaddress.h"
@@ -55,8 +58,11 @@
 #include "nodes/pg_list.h"
 #include "parser/parse_func.h"
 #include "storage/lmgr.h"
+#include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/memutils.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -114,6 +120,28 @@ typedef struct GuardTrigger
 	char	   *mode;			/* second argument, or NULL */
 } GuardTrigger;
 
+/*
+ * The last row this backend's BEFORE INSERT gave version 1 for a NULL: in
+ * an INSERT ... ON CONFLICT DO UPDATE, the executor fires the BEFORE UPDATE
+ * of the conflicting row right after it, in the same command (ExecInsert ->
+ * ExecOnConflictUpdate -> ExecUpdate, nodeModifyTable.c).  The copy lives in
+ * TopTransactionContext; lxid tells whether it is from this transaction.
+ */
+typedef struct NullInsert
+{
+	bool		valid;
+	LocalTransactionId lxid;
+	CommandId	cid;
+	Oid			relid;
+	HeapTuple	tuple;			/* the proposed row, version set to 1 */
+} NullInsert;
+
+static NullInsert null_insert;
+
+static void remember_null_insert(TriggerData *trigdata, HeapTuple tuple);
+static bool is_upsert_of_null_insert(TriggerData *trigdata);
+static bool same_unique_key(Relation rel, HeapTuple a, HeapTuple b);
+static int64 version_value(VersionGuardCache *cache, Datum d);
 static VersionGuardCache *version_guard_cache(FunctionCallInfo fcinfo,
 											  TriggerData *trigdata);
 static HeapTuple version_guard_set(TriggerData *trigdata, HeapTuple tuple,
@@ -160,6 +188,7 @@ idem_version_guard(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int64		stored;
 	int64		assigned;
+	bool		upsert_null = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -185,8 +214,13 @@ idem_version_guard(PG_FUNCTION_ARGS)
 		HeapTuple	tuple = trigdata->tg_trigtuple;
 
 		if (!heap_attisnull(tuple, cache->attnum, tupdesc))
+		{
+			null_insert.valid = false;
 			return PointerGetDatum(tuple);
-		return PointerGetDatum(version_guard_set(trigdata, tuple, cache, 1));
+		}
+		tuple = version_guard_set(trigdata, tuple, cache, 1);
+		remember_null_insert(trigdata, tuple);
+		return PointerGetDatum(tuple);
 	}
 
 	/*
@@ -206,6 +240,20 @@ idem_version_guard(PG_FUNCTION_ARGS)
 	if (bms_is_member(cache->updcol, trigdata->tg_updatedcols))
 		datum = slot_getattr(trigdata->tg_newslot, cache->attnum, &isnull);
 
+	/*
+	 * INSERT ... ON CONFLICT DO UPDATE SET version = EXCLUDED.version: the
+	 * EXCLUDED row is the proposed row after BEFORE INSERT triggers, so a
+	 * NULL version the client sent reads here as the 1 this trigger put in
+	 * its place.  It is still "no version supplied".
+	 */
+	if (!isnull && version_value(cache, datum) == 1 &&
+		is_upsert_of_null_insert(trigdata))
+	{
+		upsert_null = true;
+		isnull = true;
+	}
+	null_insert.valid = false;
+
 	if (isnull)
 	{
 		/* A blind write: no version, or an explicit NULL. */
@@ -220,6 +268,9 @@ idem_version_guard(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_IDEM_VERSION_REQUIRED),
 					 errmsg("version required to update table \"%s\"",
 							RelationGetRelationName(rel)),
+					 upsert_null ?
+					 errdetail("The upsert assigned column \"%s\" from a proposed row whose version is NULL.",
+							   colname) :
 					 assigned_null ?
 					 errdetail("The update set column \"%s\" to NULL instead of the version the row was read at.",
 							   colname) :
@@ -254,6 +305,96 @@ idem_version_guard(PG_FUNCTION_ARGS)
 			 errhint("Re-read the row and retry the update with its current version."),
 			 errtablecol(trigdata->tg_relation, cache->attnum)));
 	PG_RETURN_NULL();			/* keep compiler quiet */
+}
+
+/* The integer a version datum holds. */
+static int64
+version_value(VersionGuardCache *cache, Datum d)
+{
+	return cache->is_int8 ? DatumGetInt64(d) : DatumGetInt32(d);
+}
+
+/* Remember a proposed row whose NULL version became 1 (see NullInsert). */
+static void
+remember_null_insert(TriggerData *trigdata, HeapTuple tuple)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+	if (null_insert.lxid == MyProc->lxid && null_insert.tuple != NULL)
+		heap_freetuple(null_insert.tuple);	/* else freed with its transaction */
+	null_insert.tuple = heap_copytuple(tuple);
+	MemoryContextSwitchTo(old);
+	null_insert.lxid = MyProc->lxid;
+	null_insert.cid = GetCurrentCommandId(false);
+	null_insert.relid = RelationGetRelid(trigdata->tg_relation);
+	null_insert.valid = true;
+}
+
+/*
+ * Is this UPDATE the DO UPDATE of the row just proposed with a NULL
+ * version?  It is when it comes in the same command, on the same relation,
+ * right after that BEFORE INSERT, and the row it updates conflicts with the
+ * proposed one: equal keys in some unique index (ON CONFLICT's arbiters are
+ * unique indexes).  A MERGE that inserts one source row and then updates
+ * another fails the last test; a data-modifying CTE's UPDATE of another row
+ * too.
+ */
+static bool
+is_upsert_of_null_insert(TriggerData *trigdata)
+{
+	return null_insert.valid &&
+		null_insert.lxid == MyProc->lxid &&
+		null_insert.cid == GetCurrentCommandId(false) &&
+		null_insert.relid == RelationGetRelid(trigdata->tg_relation) &&
+		same_unique_key(trigdata->tg_relation, trigdata->tg_trigtuple,
+						null_insert.tuple);
+}
+
+/*
+ * Do two rows have equal, non-NULL keys in some unique index of rel?  An
+ * index on expressions is taken to conflict (the conservative answer: the
+ * upsert is then judged as sending no version).
+ */
+static bool
+same_unique_key(Relation rel, HeapTuple a, HeapTuple b)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		same = false;
+
+	foreach(lc, indexes)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+		Form_pg_index form = index->rd_index;
+
+		if (form->indisunique)
+		{
+			same = true;
+			for (int k = 0; k < form->indnkeyatts && same; k++)
+			{
+				AttrNumber	attnum = form->indkey.values[k];
+				Form_pg_attribute att;
+				bool		anull,
+							bnull;
+				Datum		av,
+							bv;
+
+				if (attnum == 0)
+					continue;	/* an expression */
+				att = TupleDescAttr(desc, attnum - 1);
+				av = heap_getattr(a, attnum, desc, &anull);
+				bv = heap_getattr(b, attnum, desc, &bnull);
+				same = !anull && !bnull &&
+					datumIsEqual(av, bv, att->attbyval, att->attlen);
+			}
+		}
+		index_close(index, AccessShareLock);
+		if (same)
+			break;
+	}
+	list_free(indexes);
+	return same;
 }
 
 /*
