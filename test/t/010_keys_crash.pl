@@ -9,7 +9,7 @@
 # is durable.  After a crash of the whole server it is still held, and its
 # holder can go on; once its lease ends, the next reserve takes it over with
 # a larger token and the last checkpoint, and the old token is refused
-# (ID002).
+# (ID002).  Afterwards amcheck finds idem.keys and its btrees intact.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -17,6 +17,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 use IdemTest;
+use IdemReliability qw(amcheck_idem);
 
 # Let the postmaster reinitialize after a backend crash, as in production
 # (the test framework turns that off by default).
@@ -123,6 +124,12 @@ my ($ret, $stdout, $stderr) = $node->psql('postgres',
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 isnt($ret, 0, 'the holder that was taken over cannot complete');
 like($stderr, qr/ID002/, 'it gets ID002 (stale token)');
+
+# After both crashes and the takeover, idem.keys and its btrees (written by
+# reserve through the AMs, then by crash recovery) are physically sound.
+amcheck_idem($node, 'postgres',
+	tables => [qw(payments)],
+	label => 'amcheck after the key crashes');
 
 #
 # The backend caches where idem.keys and its types are; dropping and

@@ -4,7 +4,8 @@
 #   - every committed business row's event was delivered (at least once),
 #   - no event was delivered twice in finished batches,
 #   - no event exists without its business row (nor the reverse),
-#   - a batch left open by the crash comes back with the same id and rows.
+#   - a batch left open by the crash comes back with the same id and rows;
+#   - amcheck finds every heap and btree intact.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -13,6 +14,7 @@ use Test::More;
 use IPC::Run;
 use Time::HiRes qw(usleep);
 use IdemTest;
+use IdemReliability qw(amcheck_idem);
 
 my $node = idem_node('outbox_crash');
 $node->safe_psql('postgres', q{
@@ -118,6 +120,12 @@ is($node->safe_psql('postgres',
 	'0', 'no event of an uncommitted transaction was delivered');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM idem.next_batch('relay')}),
 	'0', 'nothing is left to deliver');
+
+# emit inserts outbox rows and their index entries from C; after the crash
+# and the drain the heaps and btrees must be physically sound.
+amcheck_idem($node, 'postgres',
+	tables => [qw(orders delivered)],
+	label => 'amcheck after the outbox crash');
 
 $node->stop;
 done_testing();

@@ -21,7 +21,7 @@ use IdemTest;
 
 our @EXPORT = qw(reliability_node reliability_file reliability_conf crash_restart_settled
   pgbench_start pgbench_finish pgbench_run log_offset log_entries
-  log_signal_deaths sqlstate_counts);
+  log_signal_deaths sqlstate_counts amcheck_idem);
 
 # postgresql.conf lines every reliability node gets: the server log names
 # each error's SQLSTATE (so tests can tell documented errors from anything
@@ -238,6 +238,106 @@ sub log_signal_deaths
 	my $log = slurp_file($node->logfile, $offset // 0);
 	return grep { /terminated by signal|was terminated by exception|PANIC:/ }
 	  split /\n/, $log;
+}
+
+# Physical integrity after stress: contrib's amcheck over every table of
+# schema idem and the given workload tables, their TOAST tables and all
+# their indexes.  pg_idem's C code writes idem.keys, idem.outbox and their
+# indexes through the table and index AMs directly (no planned INSERT or
+# UPDATE), so a wrong index hint or a missed index entry would surface here
+# and nowhere else: a lookup through the index just finds nothing.
+#   tables  btree indexes
+#   ------  -------------
+#   verify_heapam(t): every row it returns is a corruption (line pointers,
+#     tuple headers, xmin/xmax against the clog, TOAST pointers).
+#   bt_index_parent_check(i, heapallindexed => true): the tree's structure
+#     (order within and across pages, parent/child links) and that every
+#     live heap tuple has its index entry.  It takes a ShareLock, which a
+#     standby cannot grant, so on a node in recovery bt_index_check(i,
+#     heapallindexed => true) is used (no cross-level checks).
+# Each check runs in its own psql, so one relation's error (amcheck raises
+# XX002 on a corrupt index) is reported against it and the others are still
+# checked.  Emits one assertion per relation ("$label: <relation> ...") and
+# one that the core tables and every workload table were covered.
+# %opt: tables (workload tables, by name), label.  On a primary the amcheck
+# extension is created if missing; a standby must have it replicated.
+sub amcheck_idem
+{
+	my ($node, $db, %opt) = @_;
+	my @tables = @{ $opt{tables} // [] };
+	my $label = $opt{label} // 'amcheck';
+	my $t0 = time;
+	my $standby =
+	  $node->safe_psql($db, 'SELECT pg_catalog.pg_is_in_recovery()') eq 't';
+	$node->safe_psql($db, 'CREATE EXTENSION IF NOT EXISTS amcheck')
+	  unless $standby;
+	my $amschema = $node->safe_psql($db,
+		q{SELECT extnamespace::regnamespace FROM pg_catalog.pg_extension WHERE extname = 'amcheck'});
+	die "$label: extension amcheck is not installed in database $db"
+	  if $amschema eq '';
+
+	my $given = join(', ', map { "'" . ($_ =~ s/'/''/gr) . "'" } @tables);
+	my $list = $node->safe_psql(
+		$db, qq{
+		WITH base AS (
+		    SELECT c.oid FROM pg_catalog.pg_class c
+		     WHERE c.relnamespace = 'idem'::regnamespace AND c.relkind IN ('r', 'm')
+		    UNION
+		    SELECT t::regclass::oid FROM unnest(ARRAY[$given]::text[]) AS t
+		), heaps AS (
+		    SELECT b.oid, b.oid::regclass::text AS label FROM base b
+		    UNION ALL
+		    SELECT c.reltoastrelid, 'toast of ' || c.oid::regclass
+		      FROM pg_catalog.pg_class c JOIN base b ON b.oid = c.oid
+		     WHERE c.reltoastrelid <> 0
+		)
+		SELECT 'heap', h.oid, h.label FROM heaps h
+		UNION ALL
+		SELECT am.amname, i.indexrelid,
+		       CASE WHEN h.label LIKE 'toast of %' THEN h.label || ': index'
+		            ELSE i.indexrelid::regclass::text END
+		  FROM pg_catalog.pg_index i
+		  JOIN heaps h ON h.oid = i.indrelid
+		  JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+		  JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+		 ORDER BY 3});
+
+	my %checked;
+	for my $line (split /\n/, $list)
+	{
+		my ($kind, $oid, $rel) = split /\|/, $line, 3;
+		my ($sql, $how);
+		if ($kind eq 'heap')
+		{
+			$sql = qq{SELECT format('block %s, offset %s, attribute %s: %s', blkno, offnum, attnum, msg)
+			            FROM $amschema.verify_heapam(${oid}::regclass)};
+			$how = 'verify_heapam finds no corruption';
+		}
+		elsif ($kind eq 'btree')
+		{
+			my $fn = $standby ? 'bt_index_check' : 'bt_index_parent_check';
+			$sql = "SELECT $amschema.$fn(${oid}::regclass, heapallindexed => true)";
+			$how = "$fn with heapallindexed finds no corruption";
+		}
+		else
+		{
+			# amcheck in PostgreSQL 15 checks btree only; say so rather
+			# than pass silently.
+			note("$label: $rel is a $kind index, which amcheck cannot check");
+			next;
+		}
+		my ($ret, $out, $err) = $node->psql($db, $sql);
+		my @problems = grep { /\S/ } split /\n/, $out;
+		push @problems, "psql exited with $ret: $err" if $ret != 0;
+		ok(!@problems, "$label: $rel: $how")
+		  or diag("$label: $rel:\n" . join("\n", @problems));
+		$checked{$rel} = 1;
+	}
+	note(sprintf('%s: %d relations checked in %.1f s', $label, scalar(keys %checked), time - $t0));
+	my @missing = grep { !$checked{$_} } ('idem.keys', 'idem.outbox', @tables);
+	is(join(' ', @missing), '',
+		"$label: amcheck covered idem.keys, idem.outbox and the workload tables");
+	return;
 }
 
 # "SQLSTATE level" => count over a list of log entries, for diagnostics.
