@@ -88,6 +88,7 @@ foreach my $from (@released)
 		SELECT idem.subscribe('relay');
 		SELECT token FROM idem.reserve('pay-1', '{"amount": 100}');
 		SELECT idem.complete('pay-1', 1, '{"paid": true}', 201);
+		SELECT idem.reserve('job-1', lease => '10 minutes');
 		SELECT idem.emit('orders', '{"n": 1}');
 		SELECT count(*) FROM idem.next_batch('relay');
 	});
@@ -102,6 +103,13 @@ foreach my $from (@released)
 	is($node->safe_psql($db,
 			q{SELECT outcome || ' ' || response::text FROM idem.reserve('pay-1', '{"amount": 100}')}),
 		'replay {"paid": true}', "$from: a key completed before the update replays");
+	# A key held before the update keeps its own lease length (0.2.0):
+	# checkpoint() renews it by the 10 minutes it was reserved with, not by
+	# idem.lease.
+	is($node->safe_psql($db, q{
+			SELECT idem.checkpoint('job-1', (SELECT token FROM idem.keys WHERE key = 'job-1'), 'step-1');
+			SELECT (locked_until - updated_at)::text FROM idem.keys WHERE key = 'job-1'}),
+		'00:10:00', "$from: a key held before the update renews by its own lease");
 	$node->safe_psql($db, q{SELECT idem.emit('orders', '{"n": 2}')});
 	is($node->safe_psql($db, q{
 			SELECT string_agg(payload->>'n', ',' ORDER BY id) FROM idem.next_batch('relay')}),
