@@ -80,3 +80,26 @@ SELECT idem.complete('dw-key2', :tok2, '{"ok": true}');
 
 SELECT idem.forget('dw-key'), idem.forget('dw-key2');
 DROP FUNCTION public.dw_seen();
+
+-- A BEFORE INSERT trigger on idem.outbox that drops the row: emit() gives
+-- what INSERT ... RETURNING id gives, no event and no id (NULL).
+CREATE FUNCTION public.dw_drop() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER dw_drop BEFORE INSERT ON idem.outbox
+  FOR EACH ROW EXECUTE FUNCTION public.dw_drop();
+SELECT idem.emit('dw.dropped', '{}') IS NULL AS no_id;
+SELECT count(*) FROM idem.outbox WHERE topic = 'dw.dropped';
+DROP TRIGGER dw_drop ON idem.outbox;
+DROP FUNCTION public.dw_drop();
+
+-- Another collation or a type modifier on a column of idem.keys: the
+-- lookups and the index would disagree, or the value would be rounded
+-- only by the statement.  Refused.
+ALTER TABLE idem.keys ALTER COLUMN key TYPE text COLLATE "POSIX";
+SELECT idem.reserve('dw-other');
+ALTER TABLE idem.keys ALTER COLUMN key TYPE text COLLATE "C";
+ALTER TABLE idem.keys ALTER COLUMN locked_until TYPE timestamptz(0);
+SELECT idem.reserve('dw-other');
+ALTER TABLE idem.keys ALTER COLUMN locked_until TYPE timestamptz;
+SELECT outcome FROM idem.reserve('dw-other');
+SELECT idem.forget('dw-other');

@@ -23,8 +23,8 @@
  * rewrite through rules, fill defaults of columns the statement does not
  * name, compute generated columns -- depends on how the table was altered
  * after CREATE EXTENSION.  So a table is used directly only while it is
- * *pristine*: exactly the extension's columns, types, nullability and
- * defaults, no trigger, CHECK constraint, rule or row security, not a
+ * *pristine*: exactly the extension's columns, types (without modifiers),
+ * collations, nullability and defaults, no trigger, CHECK constraint, rule or row security, not a
  * partition.  Otherwise the caller takes the executor's path (emit) or
  * refuses with an error naming the difference (the key functions).
  * Indexes a user adds need no exception: ExecInsertIndexTuples maintains
@@ -250,6 +250,10 @@ direct_load(DirectTable *t, Relation rel)
 		if (OidIsValid(dc->type) && a->atttypid != dc->type)
 			deviate(t, "has column \"%s\" of type %s instead of %s", dc->name,
 					format_type_be(a->atttypid), format_type_be(dc->type));
+		if (a->atttypmod != -1)
+			deviate(t, "has column \"%s\" with a type modifier", dc->name);
+		if (a->attcollation != dc->collation)
+			deviate(t, "has column \"%s\" with another collation", dc->name);
 		if (a->attnotnull != dc->notnull)
 			deviate(t, a->attnotnull ? "has NOT NULL on column \"%s\"" :
 					"has column \"%s\" without its NOT NULL", dc->name);

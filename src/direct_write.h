@@ -33,6 +33,7 @@ typedef struct DirectColumn
 {
 	const char *name;
 	Oid			type;			/* InvalidOid: the caller checks it */
+	Oid			collation;		/* attcollation (InvalidOid if not collatable) */
 	bool		notnull;		/* as the extension creates it */
 	DirectColumnRole role;
 	Oid			func;			/* DC_DEFAULT_FUNC: the function called */

@@ -168,21 +168,21 @@ typedef enum KeyCol
  * idem.lease as 0.1 did.
  */
 static const DirectColumn keys_columns[KC_N] = {
-	{"scope", TEXTOID, true, DC_WRITTEN, InvalidOid, false},
-	{"key", TEXTOID, true, DC_WRITTEN, InvalidOid, false},
-	{"state", InvalidOid, true, DC_WRITTEN, InvalidOid, false},
-	{"token", INT8OID, true, DC_WRITTEN, InvalidOid, false},
-	{"fingerprint", BYTEAOID, false, DC_WRITTEN, InvalidOid, false},
-	{"locked_until", TIMESTAMPTZOID, false, DC_WRITTEN, InvalidOid, false},
-	{"ttl", INTERVALOID, true, DC_WRITTEN, InvalidOid, false},
-	{"response", JSONBOID, false, DC_OMITTED, InvalidOid, false},
-	{"status", INT4OID, false, DC_OMITTED, InvalidOid, false},
-	{"recovery_point", TEXTOID, false, DC_OMITTED, InvalidOid, false},
-	{"checkpoint", JSONBOID, false, DC_OMITTED, InvalidOid, false},
-	{"created_at", TIMESTAMPTZOID, true, DC_WRITTEN, InvalidOid, false},
-	{"updated_at", TIMESTAMPTZOID, true, DC_WRITTEN, InvalidOid, false},
-	{"expires_at", TIMESTAMPTZOID, true, DC_WRITTEN, InvalidOid, false},
-	{"lease", INTERVALOID, false, DC_WRITTEN, InvalidOid, true},
+	{"scope", TEXTOID, C_COLLATION_OID, true, DC_WRITTEN, InvalidOid, false},
+	{"key", TEXTOID, C_COLLATION_OID, true, DC_WRITTEN, InvalidOid, false},
+	{"state", InvalidOid, InvalidOid, true, DC_WRITTEN, InvalidOid, false},
+	{"token", INT8OID, InvalidOid, true, DC_WRITTEN, InvalidOid, false},
+	{"fingerprint", BYTEAOID, InvalidOid, false, DC_WRITTEN, InvalidOid, false},
+	{"locked_until", TIMESTAMPTZOID, InvalidOid, false, DC_WRITTEN, InvalidOid, false},
+	{"ttl", INTERVALOID, InvalidOid, true, DC_WRITTEN, InvalidOid, false},
+	{"response", JSONBOID, InvalidOid, false, DC_OMITTED, InvalidOid, false},
+	{"status", INT4OID, InvalidOid, false, DC_OMITTED, InvalidOid, false},
+	{"recovery_point", TEXTOID, DEFAULT_COLLATION_OID, false, DC_OMITTED, InvalidOid, false},
+	{"checkpoint", JSONBOID, InvalidOid, false, DC_OMITTED, InvalidOid, false},
+	{"created_at", TIMESTAMPTZOID, InvalidOid, true, DC_WRITTEN, InvalidOid, false},
+	{"updated_at", TIMESTAMPTZOID, InvalidOid, true, DC_WRITTEN, InvalidOid, false},
+	{"expires_at", TIMESTAMPTZOID, InvalidOid, true, DC_WRITTEN, InvalidOid, false},
+	{"lease", INTERVALOID, InvalidOid, false, DC_WRITTEN, InvalidOid, true},
 };
 
 static DirectTable keys_table = {"keys", KC_N, keys_columns};
@@ -1259,8 +1259,18 @@ idem_reserve(PG_FUNCTION_ARGS)
 	memset(res_null, true, sizeof(res_null));
 	keys_open(&kr, "idem.reserve()", true);
 
-	for (;;)
+	for (int rounds = 0;; rounds++)
 	{
+		/*
+		 * Every round follows a change another transaction committed to the
+		 * key; on a table in the extension's shape they settle within a few.
+		 * Never loop without end on one that disagrees with itself (say, an
+		 * index that finds what the heap lookup does not).
+		 */
+		if (rounds >= 1000)
+			elog(ERROR, "pg_idem: reserve of idempotency key \"%s\" did not settle after %d rounds",
+				 text_to_cstring(key), rounds);
+
 		/* A new key?  Waits for an uncommitted writer of the same key. */
 		if (key_insert(&kr, scope, key, &change))
 		{

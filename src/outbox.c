@@ -260,6 +260,7 @@ static int	fxid_cmp(const void *a, const void *b);
 static bool snapshot_sees(const OutboxSnapshot *s, FullTransactionId xid);
 static OutboxSnapshot *snapshot_without_self(OutboxSnapshot *s);
 static OutboxSnapshot *snapshot_take(void);
+static void execute_latest(IdemPlan *plan);
 static OutboxSnapshot *snapshot_empty_at(FullTransactionId xid);
 static FullTransactionId fxid_before(FullTransactionId xid);
 static void scan_begin(OutboxScan *s);
@@ -457,6 +458,26 @@ snapshot_take(void)
 	idem_plan_execute(&snapshot_plan, NULL, NULL, false, 1);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return snapshot_without_self(snapshot_from_datum(d));
+}
+
+/*
+ * Run a read-only plan under a snapshot taken now, whatever the isolation
+ * level (pg_current_snapshot() reports the active snapshot, which this is).
+ * Under REPEATABLE READ the transaction's snapshot may be older than a lock
+ * just acquired; what must follow the lock is read with this.
+ */
+static void
+execute_latest(IdemPlan *plan)
+{
+	Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
+	int			rc;
+
+	rc = SPI_execute_snapshot(idem_plan_get(plan), NULL, NULL, latest,
+							  InvalidSnapshot, true, false, 0);
+	UnregisterSnapshot(latest);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_idem: SPI_execute_snapshot failed for \"%s\": %s",
+			 plan->sql, SPI_result_code_string(rc));
 }
 
 /* A snapshot in which no transaction from xid on is visible. */
@@ -987,7 +1008,11 @@ idem_subscribe(PG_FUNCTION_ARGS)
 
 	/*
 	 * Before the start snapshot is taken: trimming waits for (skips while)
-	 * this transaction, whose consumer it cannot see until commit.
+	 * this transaction, whose consumer it cannot see until commit.  The
+	 * start snapshot is then taken now, after the lock, even under
+	 * REPEATABLE READ: the transaction's own snapshot may predate a trim
+	 * that deleted events it would count as owed.  A consumer starts at the
+	 * moment it subscribed, at every isolation level.
 	 */
 	LockDatabaseObject(RelationRelationId, consumers_relid(), 0,
 					   CONSUMER_CREATE_LOCK);
@@ -1004,7 +1029,7 @@ idem_subscribe(PG_FUNCTION_ARGS)
 		 * Start below both the oldest retained event and every transaction
 		 * still running (whose events this statement cannot see yet).
 		 */
-		idem_plan_execute(&oldest_plan, NULL, NULL, false, 1);
+		execute_latest(&oldest_plan);
 		now = snapshot_without_self(snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[0],
 																	  SPI_tuptable->tupdesc,
 																	  1, &isnull)));
@@ -1015,7 +1040,14 @@ idem_subscribe(PG_FUNCTION_ARGS)
 		start = snapshot_empty_at(at);
 	}
 	else
-		start = snapshot_take();
+	{
+		bool		isnull;
+
+		execute_latest(&snapshot_plan);
+		start = snapshot_without_self(snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[0],
+																		SPI_tuptable->tupdesc,
+																		1, &isnull)));
+	}
 
 	values[0] = PointerGetDatum(consumer);
 	values[1] = topics;
@@ -1377,17 +1409,7 @@ idem_outbox_trim(int32 max_rows)
 	}
 
 	SPI_connect();
-	{
-		Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
-		int			rc;
-
-		rc = SPI_execute_snapshot(idem_plan_get(&trim_consumers_plan), NULL, NULL,
-								  latest, InvalidSnapshot, true, false, 0);
-		UnregisterSnapshot(latest);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "pg_idem: reading the outbox consumers failed: %s",
-				 SPI_result_code_string(rc));
-	}
+	execute_latest(&trim_consumers_plan);
 	nsnaps = (int) SPI_processed;
 	snaps = palloc(sizeof(OutboxSnapshot *) * Max(nsnaps, 1));
 	for (int i = 0; i < nsnaps; i++)

@@ -42,6 +42,7 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "executor/executor.h"
@@ -85,13 +86,13 @@ typedef enum OutboxColumn
  * the identity sequence, now() and pg_current_xact_id().
  */
 static const DirectColumn outbox_columns[OC_N] = {
-	{"id", INT8OID, true, DC_IDENTITY, InvalidOid, false},
-	{"topic", TEXTOID, true, DC_WRITTEN, InvalidOid, false},
-	{"key", TEXTOID, false, DC_WRITTEN, InvalidOid, false},
-	{"payload", JSONBOID, true, DC_WRITTEN, InvalidOid, false},
-	{"headers", JSONBOID, false, DC_WRITTEN, InvalidOid, false},
-	{"created_at", TIMESTAMPTZOID, true, DC_DEFAULT_FUNC, F_NOW, false},
-	{"xid", XID8OID, true, DC_DEFAULT_FUNC, F_PG_CURRENT_XACT_ID, false},
+	{"id", INT8OID, InvalidOid, true, DC_IDENTITY, InvalidOid, false},
+	{"topic", TEXTOID, DEFAULT_COLLATION_OID, true, DC_WRITTEN, InvalidOid, false},
+	{"key", TEXTOID, DEFAULT_COLLATION_OID, false, DC_WRITTEN, InvalidOid, false},
+	{"payload", JSONBOID, InvalidOid, true, DC_WRITTEN, InvalidOid, false},
+	{"headers", JSONBOID, InvalidOid, false, DC_WRITTEN, InvalidOid, false},
+	{"created_at", TIMESTAMPTZOID, InvalidOid, true, DC_DEFAULT_FUNC, F_NOW, false},
+	{"xid", XID8OID, InvalidOid, true, DC_DEFAULT_FUNC, F_PG_CURRENT_XACT_ID, false},
 };
 
 static DirectTable outbox_table = {"outbox", OC_N, outbox_columns};
@@ -111,7 +112,8 @@ static IdemPlan emit_insert_plan = {
 
 static int64
 outbox_insert_by_executor(Oid owner, text *topic, Datum key, bool key_isnull,
-						  Datum payload, Datum headers, bool headers_isnull)
+						  Datum payload, Datum headers, bool headers_isnull,
+						  bool *written)
 {
 	Oid			save_userid;
 	int			save_sec_context;
@@ -136,9 +138,12 @@ outbox_insert_by_executor(Oid owner, text *topic, Datum key, bool key_isnull,
 	nulls[3] = headers_isnull ? 'n' : ' ';
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_idem: SPI_connect failed");
-	idem_plan_execute(&emit_insert_plan, values, nulls, false, 1);
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									 1, &isnull));
+	/* no row limit: a limit would stop the INSERT before its AFTER STATEMENT triggers */
+	idem_plan_execute(&emit_insert_plan, values, nulls, false, 0);
+	/* a BEFORE trigger may have dropped the row: the INSERT returns none */
+	*written = (SPI_processed == 1);
+	id = *written ? DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1, &isnull)) : 0;
 	SPI_finish();
 
 	AtEOXact_GUC(true, save_nestlevel);
@@ -152,7 +157,7 @@ outbox_insert_by_executor(Oid owner, text *topic, Datum key, bool key_isnull,
  */
 static int64
 outbox_insert(text *topic, Datum key, bool key_isnull, Datum payload,
-			  Datum headers, bool headers_isnull)
+			  Datum headers, bool headers_isnull, bool *written)
 {
 	const int  *col = outbox_table.attidx;
 	EState	   *estate;
@@ -168,8 +173,10 @@ outbox_insert(text *topic, Datum key, bool key_isnull, Datum payload,
 
 		table_close(rel, NoLock);
 		return outbox_insert_by_executor(owner, topic, key, key_isnull,
-										 payload, headers, headers_isnull);
+										 payload, headers, headers_isnull,
+										 written);
 	}
+	*written = true;
 
 	/* ExecInsert's steps for a table without triggers or constraints */
 	estate = CreateExecutorState();
@@ -220,6 +227,7 @@ idem_emit(PG_FUNCTION_ARGS)
 {
 	text	   *topic = idem_outbox_name_arg(fcinfo, 0, "topic");
 	int64		id;
+	bool		written;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -246,7 +254,16 @@ idem_emit(PG_FUNCTION_ARGS)
 	id = outbox_insert(topic,
 					   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2), PG_ARGISNULL(2),
 					   PG_GETARG_DATUM(1),
-					   PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3), PG_ARGISNULL(3));
+					   PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3), PG_ARGISNULL(3),
+					   &written);
+
+	/*
+	 * A BEFORE INSERT trigger the user put on idem.outbox dropped the row:
+	 * as the INSERT ... RETURNING id, no event and no id (and nothing to
+	 * notify).
+	 */
+	if (!written)
+		PG_RETURN_NULL();
 
 	if (idem_outbox_notify)
 		idem_outbox_notify_on_commit(text_to_cstring(topic));
