@@ -107,7 +107,7 @@ foreach my $from (@released)
 	# checkpoint() renews it by the 10 minutes it was reserved with, not by
 	# idem.lease.
 	is($node->safe_psql($db, q{
-			SELECT idem.checkpoint('job-1', (SELECT token FROM idem.keys WHERE key = 'job-1'), 'step-1');
+			SELECT FROM idem.checkpoint('job-1', (SELECT token FROM idem.keys WHERE key = 'job-1'), 'step-1');
 			SELECT (locked_until - updated_at)::text FROM idem.keys WHERE key = 'job-1'}),
 		'00:10:00', "$from: a key held before the update renews by its own lease");
 	$node->safe_psql($db, q{SELECT idem.emit('orders', '{"n": 2}')});
