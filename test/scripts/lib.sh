@@ -41,6 +41,7 @@ idem_install_deps() {
 		"postgresql-$IDEM_PG_MAJOR-pgtap"
 		libtap-parser-sourcehandler-pgtap-perl
 		libipc-run-perl
+		libdbd-pg-perl
 		"$@"
 	)
 	local missing=() p
