@@ -320,6 +320,10 @@ static bool validating_existing = false;
 /* > 0 while this file runs DDL itself: the event triggers stand aside. */
 static int	own_ddl_depth = 0;
 
+/* In the sql_drop event trigger: the tables the DROP removed, for NOTICEs. */
+static List *dropped_rel_oids = NIL;
+static List *dropped_rel_names = NIL;
+
 /* ---- prototypes ---- */
 static void inv_relcache_callback(Datum arg, Oid relid);
 static void inv_xact_callback(XactEvent event, void *arg);
@@ -350,6 +354,7 @@ static void resolve_watch_columns(WatchSpec *w);
 static Query *analyse_check(const char *name, const char *check, int nparams,
 							Oid *types, List *watched_relids);
 static bool analyse_walker(Node *node, List **relids);
+static void analyse_error_callback(void *arg);
 static bool relid_covered_by(Oid relid, List *watched_relids);
 static void validate_existing(Invariant *inv);
 static Oid	extension_owner(void);
@@ -364,6 +369,7 @@ static void drop_triggers(Oid relid);
 static void sync_triggers(List *old_relids);
 static void invalidate_relations(List *relids);
 static char *invariant_broken(Invariant *inv);
+static void collect_dropped_tables(void);
 static void judge_invariants_after_drop(List **broken, List **reasons,
 										List **old_relids);
 static char *analyse_in_subtransaction(Invariant *inv, Oid *types, List *relids);
@@ -1756,6 +1762,13 @@ analyse_check(const char *name, const char *check, int nparams, Oid *types,
 	ListCell   *lc;
 	int			ncols = 0;
 	Oid			coltype = InvalidOid;
+	ErrorContextCallback errcb;
+
+	/* Errors point into the check's text, not into the calling statement. */
+	errcb.callback = analyse_error_callback;
+	errcb.arg = (void *) check;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
 
 	raws = pg_parse_query(check);
 	if (list_length(raws) != 1)
@@ -1768,7 +1781,7 @@ analyse_check(const char *name, const char *check, int nparams, Oid *types,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("check of invariant \"%s\" must be a SELECT", name),
-				 errdetail("It is a %s statement.", CreateCommandName(raw->stmt)),
+				 errdetail("The statement is %s.", CreateCommandName(raw->stmt)),
 				 errhint("A check reads the group and returns one boolean, for example SELECT count(*) >= 1 FROM public.on_call WHERE shift_id = $1 AND on_duty.")));
 	if (((SelectStmt *) raw->stmt)->intoClause != NULL)
 		ereport(ERROR,
@@ -1823,7 +1836,26 @@ analyse_check(const char *name, const char *check, int nparams, Oid *types,
 					 errdetail("A write to a table the check reads but the invariant does not watch would not be checked."),
 					 errhint("Add the table to watch, with the columns that name the group in it.")));
 	}
+	error_context_stack = errcb.previous;
 	return query;
+}
+
+/*
+ * Report a syntax error position inside the check as a position in the
+ * check's text (QUERY), the way SPI reports errors in its queries.
+ */
+static void
+analyse_error_callback(void *arg)
+{
+	const char *check = (const char *) arg;
+	int			pos = geterrposition();
+
+	if (pos > 0)
+	{
+		errposition(0);
+		internalerrposition(pos);
+		internalerrquery(check);
+	}
 }
 
 /*
@@ -2461,7 +2493,16 @@ invariant_broken(Invariant *inv)
 		Oid			relid = inv->watch[w].relid;
 
 		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		{
+			ListCell   *lc;
+			ListCell   *lc2;
+
+			forboth(lc, dropped_rel_oids, lc2, dropped_rel_names)
+				if (lfirst_oid(lc) == relid)
+					return psprintf("Table %s, which it watches, was dropped.",
+									(char *) lfirst(lc2));
 			return psprintf("A table it watches (OID %u) was dropped.", relid);
+		}
 		relids = lappend_oid(relids, relid);
 		for (int i = 0; i < inv->nparams; i++)
 		{
@@ -2590,6 +2631,38 @@ judge_invariants_after_drop(List **broken, List **reasons, List **old_relids)
 }
 
 
+/* Remember which tables the DROP removed, by OID and name. */
+static void
+collect_dropped_tables(void)
+{
+	int			rc;
+
+	dropped_rel_oids = NIL;
+	dropped_rel_names = NIL;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_idem: SPI_connect failed");
+	rc = SPI_execute("SELECT objid, object_identity"
+					 " FROM pg_catalog.pg_event_trigger_dropped_objects()"
+					 " WHERE classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass"
+					 " AND objsubid OPERATOR(pg_catalog.=) 0",
+					 true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_idem: pg_event_trigger_dropped_objects() returned %s",
+			 SPI_result_code_string(rc));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		Datum		oid = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+		dropped_rel_oids = lappend_oid(dropped_rel_oids, DatumGetObjectId(oid));
+		dropped_rel_names = lappend(dropped_rel_names, pstrdup(name ? name : "?"));
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+}
+
 /*
  * The sql_drop event trigger.  A DROP that removed something an invariant
  * needs (a watched table or column, or anything its check reads) drops the
@@ -2620,6 +2693,7 @@ idem_invariant_sql_drop(PG_FUNCTION_ARGS)
 	if (inv_list == NIL)
 		PG_RETURN_VOID();
 
+	collect_dropped_tables();
 	inv_busy++;
 	PG_TRY();
 	{
@@ -2628,6 +2702,8 @@ idem_invariant_sql_drop(PG_FUNCTION_ARGS)
 	PG_FINALLY();
 	{
 		inv_busy--;
+		dropped_rel_oids = NIL;
+		dropped_rel_names = NIL;
 	}
 	PG_END_TRY();
 	broken = lists[0];
@@ -2651,8 +2727,9 @@ idem_invariant_sql_drop(PG_FUNCTION_ARGS)
 }
 
 /*
- * The relations a DDL command made into partitions: CREATE TABLE ...
- * PARTITION OF, and ALTER TABLE ... ATTACH PARTITION.
+ * The relations a DDL command made into partitions (CREATE TABLE ...
+ * PARTITION OF), or whose partitions it added to (ALTER TABLE ... ATTACH
+ * PARTITION).
  */
 static List *
 new_partitions(void)
@@ -2689,10 +2766,14 @@ new_partitions(void)
 			{
 				CollectedATSubcmd *sub = (CollectedATSubcmd *) lfirst(lc);
 
+				/*
+				 * The subcommand does not record which relation it
+				 * attached; the parent's partitions include it.
+				 */
 				if (sub->parsetree != NULL && IsA(sub->parsetree, AlterTableCmd) &&
 					((AlterTableCmd *) sub->parsetree)->subtype == AT_AttachPartition &&
-					sub->address.classId == RelationRelationId)
-					result = lappend_oid(result, sub->address.objectId);
+					cmd->d.alterTable.classId == RelationRelationId)
+					result = list_append_unique_oid(result, cmd->d.alterTable.objectId);
 			}
 		}
 	}
