@@ -542,7 +542,7 @@ inv_cache_load(void)
 			invname = TextDatumGetCString(heap_getattr(tup, a_inv, desc, &isnull));
 			inv = inv_lookup(invname);
 			if (inv == NULL)
-				continue;		/* the foreign key makes this impossible */
+				continue;		/* both tables are written together */
 
 			deconstruct_array(DatumGetArrayTypeP(heap_getattr(tup, a_columns, desc, &isnull)),
 							  NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR,
@@ -2238,7 +2238,7 @@ invalidate_relations(List *relids)
 	}
 }
 
-/* Delete an invariant's rows (its watch rows go with it). */
+/* Delete an invariant's rows from both catalog tables. */
 static void
 delete_invariant(const char *name)
 {
@@ -2248,6 +2248,9 @@ delete_invariant(const char *name)
 	values[0] = CStringGetTextDatum(name);
 	run_sql_as(extension_owner(),
 			   "DELETE FROM idem.invariant WHERE name OPERATOR(pg_catalog.=) $1",
+			   1, argtypes, values, NULL);
+	run_sql_as(extension_owner(),
+			   "DELETE FROM idem.invariant_watch WHERE invariant OPERATOR(pg_catalog.=) $1",
 			   1, argtypes, values, NULL);
 }
 
@@ -2374,10 +2377,8 @@ idem_enforce_invariant(PG_FUNCTION_ARGS)
 		Datum		values[5];
 		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
+		delete_invariant(name);
 		values[0] = CStringGetTextDatum(name);
-		run_sql_as(catalog_owner,
-				   "DELETE FROM idem.invariant WHERE name OPERATOR(pg_catalog.=) $1",
-				   1, argtypes, values, NULL);
 		values[1] = CStringGetTextDatum(check);
 		if (message != NULL)
 			values[2] = CStringGetTextDatum(message);

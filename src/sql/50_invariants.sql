@@ -22,7 +22,7 @@ COMMENT ON TABLE idem.invariant IS
 'Invariants declared with idem.enforce_invariant(): a check query per group of rows, run at commit';
 
 CREATE TABLE idem.invariant_watch (
-    invariant text NOT NULL REFERENCES idem.invariant (name) ON DELETE CASCADE,
+    invariant text NOT NULL,
     tbl       regclass NOT NULL,
     columns   name[] NOT NULL,
     PRIMARY KEY (invariant, tbl)
@@ -30,6 +30,10 @@ CREATE TABLE idem.invariant_watch (
 
 COMMENT ON TABLE idem.invariant_watch IS
 'The tables each invariant watches, with the columns that name a group in them ($1..$n of the check)';
+
+-- No foreign key to idem.invariant: the C code writes both tables together,
+-- and a foreign key's internal triggers would be named by OID, which no two
+-- installations share.
 
 SELECT pg_catalog.pg_extension_config_dump('idem.invariant', '');
 SELECT pg_catalog.pg_extension_config_dump('idem.invariant_watch', '');
