@@ -24,9 +24,20 @@ SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger
 
 -- Taking one of two doctors off is fine; taking the last one off is not.
 UPDATE on_call SET on_duty = false WHERE doctor = 'alice';
-\set VERBOSITY verbose
 UPDATE on_call SET on_duty = false WHERE doctor = 'bob';
-\set VERBOSITY default
+-- The error carries SQLSTATE ID030 and, like a constraint violation, the
+-- invariant's name as CONSTRAINT_NAME and the table whose row named the group.
+DO $$
+DECLARE
+  state text; cname text; tname text; sname text;
+BEGIN
+  UPDATE on_call SET on_duty = false WHERE doctor = 'bob';
+  PERFORM idem.check_invariants();
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, cname = CONSTRAINT_NAME,
+                          tname = TABLE_NAME, sname = SCHEMA_NAME;
+  RAISE NOTICE 'sqlstate %, constraint %, table %.%', state, cname, sname, tname;
+END $$;
 
 -- In a transaction the check runs at COMMIT, which fails and rolls back:
 -- in between, the group may be broken (a deferred check).

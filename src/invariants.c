@@ -329,6 +329,7 @@ static void inv_relcache_callback(Datum arg, Oid relid);
 static void inv_xact_callback(XactEvent event, void *arg);
 static void inv_cache_ensure(void);
 static void inv_cache_load(void);
+static void inv_cache_load_guts(void);
 static Invariant *inv_lookup(const char *name);
 static RelEntry *rel_entry(Oid relid);
 static bool rel_is_covered(Oid relid);
@@ -440,6 +441,23 @@ inv_cache_ensure(void)
  */
 static void
 inv_cache_load(void)
+{
+	PG_TRY();
+	{
+		inv_cache_load_guts();
+	}
+	PG_CATCH();
+	{
+		/* A half-loaded cache must not be used. */
+		inv_stale = true;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/* The work of inv_cache_load(). */
+static void
+inv_cache_load_guts(void)
 {
 	Oid			nsp;
 	Snapshot	snap;
@@ -687,22 +705,25 @@ rel_entry(Oid relid)
 	MemoryContext old;
 	int			max;
 
-	re = hash_search(inv_by_rel, &relid, HASH_ENTER, &found);
+	int			nitems = 0;
+	RelItem    *items;
+
+	re = hash_search(inv_by_rel, &relid, HASH_FIND, &found);
 	if (found)
 		return re;
-	re->nitems = 0;
-	re->items = NULL;
 
-	if (list_length(inv_list) == 0)
-		return re;
-	if (get_rel_relispartition(relid))
+	/*
+	 * Build the entry aside and enter it only when complete: an error half
+	 * way must not leave an entry that forgets an invariant.
+	 */
+	if (list_length(inv_list) > 0 && get_rel_relispartition(relid))
 		ancestors = get_partition_ancestors(relid);
 
 	old = MemoryContextSwitchTo(inv_cxt);
 	max = 0;
 	foreach(lc, inv_list)
 		max += ((Invariant *) lfirst(lc))->nwatch;
-	re->items = palloc0(sizeof(RelItem) * Max(max, 1));
+	items = palloc0(sizeof(RelItem) * Max(max, 1));
 
 	foreach(lc, inv_list)
 	{
@@ -716,7 +737,7 @@ rel_entry(Oid relid)
 				!list_member_oid(ancestors, inv->watch[w].relid))
 				continue;
 
-			item = &re->items[re->nitems++];
+			item = &items[nitems++];
 			item->inv = inv;
 			item->watched = inv->watch[w].relid;
 			item->attnums = palloc0(sizeof(AttrNumber) * Max(inv->nparams, 1));
@@ -745,6 +766,10 @@ rel_entry(Oid relid)
 		}
 	}
 	MemoryContextSwitchTo(old);
+
+	re = hash_search(inv_by_rel, &relid, HASH_ENTER, &found);
+	re->nitems = nitems;
+	re->items = items;
 	return re;
 }
 
@@ -2254,7 +2279,10 @@ delete_invariant(const char *name)
 			   1, argtypes, values, NULL);
 }
 
-/* Check ownership of the tables, then lock them, in OID order. */
+/*
+ * Check ownership of the tables, then lock them (and their partitions)
+ * against writers, in OID order.
+ */
 static void
 own_and_lock(List *relids)
 {
@@ -2275,8 +2303,17 @@ own_and_lock(List *relids)
 	{
 		Oid			relid = lfirst_oid(lc);
 
-		if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
-			LockRelationOid(relid, ShareRowExclusiveLock);
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+			continue;
+		LockRelationOid(relid, ShareRowExclusiveLock);
+
+		/*
+		 * A write straight into a partition locks only the partition, so
+		 * the partitions are locked too: no writer of any of them may be
+		 * in progress while the invariant is declared.
+		 */
+		if (get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE)
+			(void) find_all_inheritors(relid, ShareRowExclusiveLock, NULL);
 	}
 }
 
