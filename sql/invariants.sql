@@ -75,6 +75,11 @@ COPY on_call FROM stdin;
 frank	4	t
 \.
 
+-- So does a write through a view.
+CREATE VIEW shift_2 AS SELECT * FROM on_call WHERE shift_id = 2;
+UPDATE shift_2 SET on_duty = false;
+DROP VIEW shift_2;
+
 -- A NULL group value is a group like any other ($1 is NULL, so shift_id = $1
 -- matches nothing and the check is false).
 INSERT INTO on_call VALUES ('gina', NULL, true);
