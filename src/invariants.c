@@ -271,6 +271,16 @@ typedef struct CheckItem
 	bool	   *nulls;
 } CheckItem;
 
+/* The check environment a run of checks is in (check_env_switch). */
+typedef struct CheckEnv
+{
+	bool		active;
+	Oid			owner;
+	int			nestlevel;
+	Oid			save_userid;
+	int			save_sec;
+} CheckEnv;
+
 /* For the error context of a running check. */
 typedef struct CheckContext
 {
@@ -341,10 +351,14 @@ static void touch_add(RelItem *item, Datum *values, bool *nulls, uint64 hash);
 static void check_touched_groups(bool take_locks);
 static void check_touched_groups_guts(bool take_locks);
 static int	check_item_cmp(const void *a, const void *b);
-static void check_group(Invariant *inv, Datum *values, bool *nulls, Oid watched);
+static int	check_item_owner_cmp(const void *a, const void *b);
+static void check_group(CheckEnv *env, Invariant *inv, Datum *values, bool *nulls,
+						Oid watched);
 static PlanEntry *plan_for(Invariant *inv);
 static int	enter_check_environment(Oid owner, Oid *save_userid, int *save_sec);
 static void leave_check_environment(int nestlevel, Oid save_userid, int save_sec);
+static void check_env_switch(CheckEnv *env, Oid owner);
+static void check_env_leave(CheckEnv *env);
 static void check_error_callback(void *arg);
 static char *group_description(Invariant *inv, Oid watched, Datum *values,
 							   bool *nulls, bool with_columns);
@@ -1064,6 +1078,7 @@ check_touched_groups_guts(bool take_locks)
 	CheckItem  *items;
 	int			nitems = 0;
 	int			cap = 16;
+	CheckEnv	env;
 
 	items = palloc(sizeof(CheckItem) * cap);
 	hash_seq_init(&seq, touched);
@@ -1158,11 +1173,28 @@ check_touched_groups_guts(bool take_locks)
 	PushActiveSnapshot(GetLatestSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_idem: SPI_connect failed");
+
+	/* Under the locks, the order no longer matters: group by owner. */
+	qsort(items, nitems, sizeof(CheckItem), check_item_owner_cmp);
+	memset(&env, 0, sizeof(env));
 	for (int i = 0; i < nitems; i++)
-		check_group(items[i].inv, items[i].values, items[i].nulls,
+		check_group(&env, items[i].inv, items[i].values, items[i].nulls,
 					items[i].group->watched);
+	check_env_leave(&env);
 	SPI_finish();
 	PopActiveSnapshot();
+}
+
+/* Check order: by owner (one switch of role per owner), then as locked. */
+static int
+check_item_owner_cmp(const void *a, const void *b)
+{
+	const CheckItem *ia = (const CheckItem *) a;
+	const CheckItem *ib = (const CheckItem *) b;
+
+	if (ia->inv->owner != ib->inv->owner)
+		return ia->inv->owner < ib->inv->owner ? -1 : 1;
+	return check_item_cmp(a, b);
 }
 
 /* Lock order: by lock hash, then by invariant name (for a stable order). */
@@ -1211,9 +1243,34 @@ leave_check_environment(int nestlevel, Oid save_userid, int save_sec)
 }
 
 /*
- * The kept plan of an invariant's check, prepared in the check environment
- * on first use and again whenever the invariant's check, owner or types
- * changed.  Kept plans outlive reloads of the catalog cache; PostgreSQL's
+ * Be in the check environment of this owner, switching only when the owner
+ * changes: a run of checks pays for the role and settings switch once, not
+ * once per group.
+ */
+static void
+check_env_switch(CheckEnv *env, Oid owner)
+{
+	if (env->active && env->owner == owner)
+		return;
+	check_env_leave(env);
+	env->nestlevel = enter_check_environment(owner, &env->save_userid, &env->save_sec);
+	env->owner = owner;
+	env->active = true;
+}
+
+static void
+check_env_leave(CheckEnv *env)
+{
+	if (!env->active)
+		return;
+	leave_check_environment(env->nestlevel, env->save_userid, env->save_sec);
+	env->active = false;
+}
+
+/*
+ * The kept plan of an invariant's check, prepared on first use and again
+ * whenever the invariant's check, owner or types changed.  The caller is in
+ * the invariant's check environment.  Kept plans outlive reloads of the catalog cache; PostgreSQL's
  * plan cache replans them itself when a table they read changes.
  */
 static PlanEntry *
@@ -1221,9 +1278,6 @@ plan_for(Invariant *inv)
 {
 	PlanEntry  *pe;
 	bool		found;
-	Oid			save_userid;
-	int			save_sec;
-	int			nestlevel;
 	SPIPlanPtr	plan;
 
 	if (plan_cache == NULL)
@@ -1256,14 +1310,12 @@ plan_for(Invariant *inv)
 		pfree(pe->check);
 	pe->check = NULL;
 
-	nestlevel = enter_check_environment(inv->owner, &save_userid, &save_sec);
 	plan = SPI_prepare(inv->check, inv->nparams, inv->types);
 	if (plan == NULL)
 		elog(ERROR, "pg_idem: SPI_prepare failed for the check of invariant \"%s\": %s",
 			 inv->name, SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "pg_idem: SPI_keepplan failed");
-	leave_check_environment(nestlevel, save_userid, save_sec);
 
 	pe->check = MemoryContextStrdup(TopMemoryContext, inv->check);
 	pe->owner = inv->owner;
@@ -1283,20 +1335,18 @@ check_error_callback(void *arg)
 }
 
 /*
- * Run an invariant's check for one group, under the active snapshot, and
+ * Run an invariant's check for one group, under the active snapshot, in its
+ * check environment (entered through env, and left by the caller), and
  * raise ID030 unless it returns one row holding true.  Must be called
  * while connected to SPI.
  */
 static void
-check_group(Invariant *inv, Datum *values, bool *nulls, Oid watched)
+check_group(CheckEnv *env, Invariant *inv, Datum *values, bool *nulls, Oid watched)
 {
 	PlanEntry  *pe;
 	char		nullflags[INVARIANT_MAX_COLUMNS + 1];
 	CheckContext cc;
 	ErrorContextCallback errcb;
-	Oid			save_userid;
-	int			save_sec;
-	int			nestlevel;
 	int			rc;
 	uint64		nrows;
 	bool		isnull = true;
@@ -1316,8 +1366,8 @@ check_group(Invariant *inv, Datum *values, bool *nulls, Oid watched)
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
+	check_env_switch(env, inv->owner);
 	pe = plan_for(inv);
-	nestlevel = enter_check_environment(inv->owner, &save_userid, &save_sec);
 	rc = SPI_execute_plan(pe->plan, values, nullflags, true, 2);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pg_idem: the check of invariant \"%s\" returned %s",
@@ -1342,11 +1392,11 @@ check_group(Invariant *inv, Datum *values, bool *nulls, Oid watched)
 			result = DatumGetBool(d);
 	}
 	SPI_freetuptable(SPI_tuptable);
-	leave_check_environment(nestlevel, save_userid, save_sec);
 	error_context_stack = errcb.previous;
 
 	if (!isnull && result)
 		return;
+	check_env_leave(env);
 
 	what = (nrows == 0) ? "no row" : isnull ? "null" : "false";
 	ereport(ERROR,
@@ -1897,7 +1947,9 @@ validate_existing(Invariant *inv)
 	Portal		portal;
 	MemoryContext batch_cxt;
 	MemoryContext old;
+	CheckEnv	env;
 
+	memset(&env, 0, sizeof(env));
 	initStringInfo(&sql);
 	if (inv->nparams == 0)
 		appendStringInfoString(&sql, "SELECT");
@@ -1952,13 +2004,14 @@ validate_existing(Invariant *inv)
 				for (int i = 0; i < inv->nparams; i++)
 					values[i] = SPI_getbinval(batch->vals[r], batch->tupdesc,
 											  i + 1, &nulls[i]);
-				check_group(inv, values, nulls,
+				check_group(&env, inv, values, nulls,
 							inv->nwatch > 0 ? inv->watch[0].relid : InvalidOid);
 				MemoryContextReset(batch_cxt);
 			}
 			MemoryContextSwitchTo(old);
 			SPI_freetuptable(batch);
 		}
+		check_env_leave(&env);
 		SPI_cursor_close(portal);
 		SPI_finish();
 		PopActiveSnapshot();
