@@ -507,15 +507,23 @@ inv_cache_load_guts(void)
 	inv_watched = hash_create("pg_idem watched relations", 32, &ctl,
 							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
-	if (!OidIsValid(get_extension_oid("pg_idem", true)))
+	/*
+	 * Without the catalog (no extension in this database, or one from
+	 * before invariants), no invalidation could tell this backend when it
+	 * appears: the empty cache stays stale, and is looked at again on each
+	 * use.  Only the trigger and the commit of a transaction that used it
+	 * get here, so a database without invariants pays nothing.
+	 */
+	if (!OidIsValid(get_extension_oid("pg_idem", true)) ||
+		!OidIsValid(nsp = get_namespace_oid("idem", true)) ||
+		!OidIsValid(inv_catalog_relid = get_relname_relid("invariant", nsp)) ||
+		!OidIsValid(inv_watch_relid = get_relname_relid("invariant_watch", nsp)))
+	{
+		inv_catalog_relid = InvalidOid;
+		inv_watch_relid = InvalidOid;
+		inv_stale = true;
 		return;
-	nsp = get_namespace_oid("idem", true);
-	if (!OidIsValid(nsp))
-		return;
-	inv_catalog_relid = get_relname_relid("invariant", nsp);
-	inv_watch_relid = get_relname_relid("invariant_watch", nsp);
-	if (!OidIsValid(inv_catalog_relid) || !OidIsValid(inv_watch_relid))
-		return;
+	}
 
 	snap = RegisterSnapshot(GetLatestSnapshot());
 
