@@ -59,6 +59,16 @@
  *    like any transaction-level lock and are released at COMMIT/ROLLBACK
  *    PREPARED, after the commit is visible.
  *
+ *    One lock per group would let a bulk load touching a million groups
+ *    exhaust the shared lock table, so locking has two granularities
+ *    (lock_checked_groups()): every committer first takes a lock on each
+ *    whole invariant it checks, ShareLock normally and ExclusiveLock when it
+ *    touched more than max_locks_per_transaction of the invariant's groups,
+ *    in which case it takes no group lock for it.  Two committers of one
+ *    group still always conflict, and whole-invariant locks come first in
+ *    one global order, so the argument above is unchanged; a bulk commit
+ *    merely makes the invariant's other commits wait for it.
+ *
  *    idem.check_invariants() checks the same groups against the same kind
  *    of snapshot but takes no lock: it is an early answer, and the commit
  *    checks again under the locks.  Holding group locks from the middle of
@@ -165,10 +175,12 @@
 /*
  * locktag_field4 of the advisory-type locks taken here.  pg_advisory_lock()
  * uses 1 and 2, so these never meet a user's advisory lock; pg_locks shows
- * them as locktype advisory with objsubid 7472 (groups) and 7473 (names).
+ * them as locktype advisory with objsubid 7472 (groups), 7473 (names being
+ * declared) and 7474 (whole invariants).
  */
 #define INVARIANT_LOCKTAG_GROUP	0x1D30
 #define INVARIANT_LOCKTAG_NAME	0x1D31
+#define INVARIANT_LOCKTAG_WHOLE	0x1D32
 
 /* At most this many group columns: $1..$32. */
 #define INVARIANT_MAX_COLUMNS	32
@@ -281,6 +293,14 @@ typedef struct CheckEnv
 	int			save_sec;
 } CheckEnv;
 
+/* How many groups of one invariant a transaction touched, and how it locks. */
+typedef struct InvLockCount
+{
+	Invariant  *inv;
+	int			groups;
+	bool		whole;			/* lock the whole invariant, not each group */
+} InvLockCount;
+
 /* For the error context of a running check. */
 typedef struct CheckContext
 {
@@ -351,6 +371,8 @@ static void touch_add(RelItem *item, Datum *values, bool *nulls, uint64 hash);
 static void check_touched_groups(bool take_locks);
 static void check_touched_groups_guts(bool take_locks);
 static int	check_item_cmp(const void *a, const void *b);
+static void lock_checked_groups(CheckItem *items, int nitems);
+static int	inv_lock_count_cmp(const void *a, const void *b);
 static int	check_item_owner_cmp(const void *a, const void *b);
 static void check_group(CheckEnv *env, Invariant *inv, Datum *values, bool *nulls,
 						Oid watched);
@@ -1158,19 +1180,7 @@ check_touched_groups_guts(bool take_locks)
 	qsort(items, nitems, sizeof(CheckItem), check_item_cmp);
 
 	if (take_locks)
-	{
-		for (int i = 0; i < nitems; i++)
-		{
-			LOCKTAG		tag;
-			uint64		h = items[i].lockhash;
-
-			if (i > 0 && items[i - 1].lockhash == h)
-				continue;
-			SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32),
-								 (uint32) h, INVARIANT_LOCKTAG_GROUP);
-			(void) LockAcquire(&tag, ExclusiveLock, false, false);
-		}
-	}
+		lock_checked_groups(items, nitems);
 
 	/*
 	 * Make this transaction's last writes visible to the snapshot (an
@@ -1203,6 +1213,90 @@ check_item_owner_cmp(const void *a, const void *b)
 	if (ia->inv->owner != ib->inv->owner)
 		return ia->inv->owner < ib->inv->owner ? -1 : 1;
 	return check_item_cmp(a, b);
+}
+
+/*
+ * Take the locks that serialize this transaction's checks with every other
+ * transaction's checks of the same groups (see the file header), for items
+ * sorted by lock hash.
+ *
+ * Two granularities, so that a transaction touching a great many groups
+ * does not fill the shared lock table with one lock per group: first, per
+ * invariant and in the order of the invariants' name hashes, a lock on the
+ * whole invariant -- ShareLock normally, ExclusiveLock when this
+ * transaction touched more than max_locks_per_transaction of its groups;
+ * then, in lock-hash order, ExclusiveLock on each group of the invariants
+ * locked in share mode.  Two transactions touching one group therefore
+ * always conflict (on the group, or on the invariant), and every
+ * transaction takes its locks in one global order, whole invariants before
+ * groups, so no cycle of waits can form between checks.
+ */
+static void
+lock_checked_groups(CheckItem *items, int nitems)
+{
+	InvLockCount *counts = palloc0(sizeof(InvLockCount) * nitems);
+	int			ncounts = 0;
+
+	/* Distinct groups per invariant. */
+	for (int i = 0; i < nitems; i++)
+	{
+		InvLockCount *c = NULL;
+
+		for (int k = 0; k < ncounts; k++)
+			if (counts[k].inv == items[i].inv)
+				c = &counts[k];
+		if (c == NULL)
+		{
+			c = &counts[ncounts++];
+			c->inv = items[i].inv;
+		}
+		if (i == 0 || items[i - 1].lockhash != items[i].lockhash)
+			c->groups++;
+	}
+	qsort(counts, ncounts, sizeof(InvLockCount), inv_lock_count_cmp);
+
+	for (int k = 0; k < ncounts; k++)
+	{
+		LOCKTAG		tag;
+		uint64		h = counts[k].inv->name_hash;
+
+		counts[k].whole = (counts[k].groups > max_locks_per_xact);
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
+							 INVARIANT_LOCKTAG_WHOLE);
+		(void) LockAcquire(&tag, counts[k].whole ? ExclusiveLock : ShareLock,
+						   false, false);
+	}
+
+	for (int i = 0; i < nitems; i++)
+	{
+		LOCKTAG		tag;
+		uint64		h = items[i].lockhash;
+		bool		whole = false;
+
+		if (i > 0 && items[i - 1].lockhash == h)
+			continue;
+		for (int k = 0; k < ncounts; k++)
+			if (counts[k].inv == items[i].inv)
+				whole = counts[k].whole;
+		if (whole)
+			continue;
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
+							 INVARIANT_LOCKTAG_GROUP);
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	}
+	pfree(counts);
+}
+
+/* Whole-invariant lock order: by name hash, then by name. */
+static int
+inv_lock_count_cmp(const void *a, const void *b)
+{
+	const InvLockCount *ca = (const InvLockCount *) a;
+	const InvLockCount *cb = (const InvLockCount *) b;
+
+	if (ca->inv->name_hash != cb->inv->name_hash)
+		return ca->inv->name_hash < cb->inv->name_hash ? -1 : 1;
+	return strcmp(ca->inv->name, cb->inv->name);
 }
 
 /* Lock order: by lock hash, then by invariant name (for a stable order). */
