@@ -22,14 +22,17 @@ CREATE TABLE on_call (shift_id int, doctor int, on_duty boolean NOT NULL,
                       PRIMARY KEY (shift_id, doctor));
 INSERT INTO on_call SELECT s, d, true FROM generate_series(1, 100) s, generate_series(1, 3) d;
 
--- 2. A ledger: 50 accounts holding 100 each; no balance may go negative.
+-- 2. A ledger: 100 accounts holding 100 each; no balance may go negative.
 --    A request moves 1..60 from one account to another (touching two
 --    groups at once, in either order) if it sees enough on the source;
 --    half of the moves go to account 0, the bank's, which only receives,
---    so the accounts drain and an overdraft stays visible.
+--    so the accounts drain and an overdraft stays visible.  Now and then
+--    the bank charges a fee of 1 to every account that looks able to pay,
+--    in one transaction touching more groups than max_locks_per_transaction
+--    (so it locks the whole invariant instead of each group).
 CREATE TABLE ledger (account int NOT NULL, amount int NOT NULL);
 CREATE INDEX ON ledger (account);
-INSERT INTO ledger SELECT a, 100 FROM generate_series(1, 50) a;
+INSERT INTO ledger SELECT a, 100 FROM generate_series(1, 100) a;
 
 -- 3. Orders: an order's total is the sum of its lines.  A request adds a
 --    line and raises the total, half of the time from the total it read

@@ -1,7 +1,9 @@
 # Invariant storm: 64 concurrent clients, each request at a random isolation
 # level, run three applications whose own checks write skew defeats
 # (test/reliability/invariants-*.pgbench): doctors on call, a ledger that
-# must not go negative, orders whose total must equal their lines.  After
+# must not go negative (with now and then a fee charged to every account in
+# one transaction, which locks the whole invariant), orders whose total
+# must equal their lines.  After
 # the storm every invariant holds for every group, and money is conserved;
 # the requests ended only as committed, declined by the application, ID030
 # or 40001; there was no deadlock, no other error, no crash.
@@ -54,9 +56,10 @@ $r = pgbench_run(
 	jobs => 2,
 	transactions => $per_client,
 	files => [
-		reliability_file('invariants-doctors.pgbench'),
-		reliability_file('invariants-ledger.pgbench'),
-		reliability_file('invariants-orders.pgbench')
+		reliability_file('invariants-doctors.pgbench') . '@30',
+		reliability_file('invariants-ledger.pgbench') . '@30',
+		reliability_file('invariants-ledger-fee.pgbench') . '@1',
+		reliability_file('invariants-orders.pgbench') . '@30'
 	],
 	extra => [ '--random-seed=' . int(rand(2**31)) ],
 	timeout => 600);
@@ -71,7 +74,7 @@ is(q1(q{SELECT string_agg(shift_id::text, ',') FROM
 is(q1(q{SELECT string_agg(account || ':' || balance, ',') FROM
           (SELECT account, sum(amount) AS balance FROM ledger GROUP BY account) x WHERE balance < 0}),
 	'', 'no account is overdrawn');
-is(q1(q{SELECT sum(amount) FROM ledger}), '5000', 'transfers conserved the money');
+is(q1(q{SELECT sum(amount) FROM ledger}), '10000', 'transfers and fees conserved the money');
 is(q1(q{SELECT string_agg(o.id || ':' || o.total || '<>' || coalesce(l.sum, 0), ',')
           FROM orders o LEFT JOIN (SELECT order_id, sum(amount) FROM order_lines GROUP BY order_id) l
             ON l.order_id = o.id
@@ -90,7 +93,7 @@ is(q1(q{SELECT string_agg(DISTINCT app || ' ' || outcome, ', ') FROM storm_outco
 	'', 'requests ended only committed, declined, ID030 or 40001');
 is(q1(q{SELECT count(DISTINCT app) FROM storm_outcomes
          WHERE outcome = 'committed' AND app <> 'doctors-plain'}),
-	'3', 'every application committed requests');
+	'4', 'every application (the fee included) committed requests');
 
 # The server log: no deadlock (checks take their locks in one order), no
 # error but the two documented ones, no crash.
