@@ -195,45 +195,6 @@ SELECT name, valid FROM idem.invariants WHERE name = 'doctor_on_call';
 TRUNCATE on_call;
 TRUNCATE orders, order_lines;
 
--- Two-phase commit: PREPARE TRANSACTION checks like COMMIT ...
-BEGIN;
-UPDATE on_call SET on_duty = false WHERE shift_id = 2;
-PREPARE TRANSACTION 'idem_inv_bad';
-SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'idem_inv_bad';
--- ... and the prepared transaction keeps the lock of the groups it checked
--- until COMMIT PREPARED, so a later check of shift 1 waits for it (here,
--- until lock_timeout), while shift 2 does not.
-UPDATE on_call SET on_duty = true WHERE doctor = 'bob';
-BEGIN;
-UPDATE on_call SET on_duty = false WHERE doctor = 'alice';
-PREPARE TRANSACTION 'idem_inv_alice';
-SET lock_timeout = '100ms';
-UPDATE on_call SET on_duty = false WHERE doctor = 'bob';
-UPDATE on_call SET doctor = 'carl' WHERE doctor = 'carol';
-RESET lock_timeout;
-SELECT locktype, objsubid, mode, granted FROM pg_locks
- WHERE locktype = 'advisory' AND objsubid = 7472;
-COMMIT PREPARED 'idem_inv_alice';
--- Checked after alice's commit: bob is shift 1's last doctor on duty.
-UPDATE on_call SET on_duty = false WHERE doctor = 'bob';
-SELECT doctor, shift_id, on_duty FROM on_call ORDER BY doctor;
-
--- A transaction that touched more groups of one invariant than
--- max_locks_per_transaction locks the whole invariant instead of each
--- group (so a bulk load cannot fill the lock table); the invariant's other
--- commits, of any group, wait for it.
-SHOW max_locks_per_transaction;
-BEGIN;
-INSERT INTO on_call SELECT 'bulk' || s, s, true FROM generate_series(100, 199) s;
-PREPARE TRANSACTION 'idem_inv_bulk';
-SELECT objsubid, mode, count(*) FROM pg_locks
- WHERE locktype = 'advisory' AND objsubid IN (7472, 7474) GROUP BY 1, 2 ORDER BY 1, 2;
-SET lock_timeout = '100ms';
-UPDATE on_call SET doctor = 'carla' WHERE doctor = 'carl';
-RESET lock_timeout;
-COMMIT PREPARED 'idem_inv_bulk';
-UPDATE on_call SET doctor = 'carla' WHERE doctor = 'carl';
-
 -- unenforce_invariant() removes the invariant and, once no invariant
 -- watches a table, its triggers.  It returns false for an unknown name.
 SELECT idem.unenforce_invariant('doctor_on_call');
