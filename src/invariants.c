@@ -218,6 +218,7 @@ typedef struct Invariant
 	 * triggers are disabled); such an invariant cannot be checked.
 	 */
 	bool		resolved;
+	bool		broken_catalog; /* column counts disagree or exceed the limit */
 	Oid		   *types;
 	Oid		   *collations;
 	FmgrInfo  **hashfn;			/* the types' extended hash functions */
@@ -626,8 +627,15 @@ inv_cache_load_guts(void)
 			w->columns = palloc(sizeof(char *) * Max(nelems, 1));
 			for (int i = 0; i < nelems; i++)
 				w->columns[i] = pstrdup(NameStr(*DatumGetName(elems[i])));
+			/*
+			 * enforce_invariant() writes one column count within the limit;
+			 * a catalog edited by hand that does not is never checked
+			 * (resolved stays false), rather than overrunning arrays.
+			 */
 			if (inv->nparams < 0)
 				inv->nparams = nelems;
+			if (nelems != inv->nparams || nelems > INVARIANT_MAX_COLUMNS)
+				inv->broken_catalog = true;
 			hash_search(inv_watched, &w->relid, HASH_ENTER, NULL);
 			MemoryContextSwitchTo(old);
 		}
@@ -664,7 +672,9 @@ inv_cache_load_guts(void)
 		inv->types = palloc0(sizeof(Oid) * Max(inv->nparams, 1));
 		inv->collations = palloc0(sizeof(Oid) * Max(inv->nparams, 1));
 		inv->hashfn = palloc0(sizeof(FmgrInfo *) * Max(inv->nparams, 1));
-		inv->resolved = (inv->nwatch > 0);
+		inv->resolved = (inv->nwatch > 0 && !inv->broken_catalog);
+		if (inv->broken_catalog)
+			inv->nparams = 0;
 		for (int w = 0; w < inv->nwatch && inv->resolved; w++)
 		{
 			for (int i = 0; i < inv->nparams; i++)
