@@ -23,8 +23,8 @@
 #                              2 short rounds, smaller drain, no 10M keys
 #
 # Knobs for development (environment): BENCH_ROUNDS, BENCH_DURATION (s),
-# BENCH_PASSES ("on off"), BENCH_SECTIONS ("keys versions outbox drain
-# simple scale"), BENCH_DRAIN_EVENTS, BENCH_SCALE_KEYS ("10000 1000000").
+# BENCH_PASSES ("on off"), BENCH_SECTIONS ("keys versions outbox
+# invariants drain simple scale"), BENCH_DRAIN_EVENTS, BENCH_SCALE_KEYS ("10000 1000000").
 #
 # Where the time goes:
 #   BENCH_PROFILE="reserve_idem.sql reserve_raw.sql" make bench
@@ -54,7 +54,7 @@ if [ -n "$QUICK" ]; then
 	ROUNDS=${BENCH_ROUNDS:-2}
 	DUR=${BENCH_DURATION:-2}
 	PASSES=${BENCH_PASSES:-off}
-	SECTIONS=${BENCH_SECTIONS:-keys versions outbox drain scale}
+	SECTIONS=${BENCH_SECTIONS:-keys versions outbox invariants drain scale}
 	DRAIN_EVENTS=${BENCH_DRAIN_EVENTS:-20000}
 	DRAIN_ROUNDS=1
 	SIDE_ROUNDS=1
@@ -65,7 +65,7 @@ else
 	ROUNDS=${BENCH_ROUNDS:-5}
 	DUR=${BENCH_DURATION:-4}
 	PASSES=${BENCH_PASSES:-on off}
-	SECTIONS=${BENCH_SECTIONS:-keys versions outbox drain simple scale}
+	SECTIONS=${BENCH_SECTIONS:-keys versions outbox invariants drain simple scale}
 	DRAIN_EVENTS=${BENCH_DRAIN_EVENTS:-200000}
 	DRAIN_ROUNDS=3
 	SIDE_ROUNDS=3	# simple-protocol and scale sections
@@ -77,6 +77,7 @@ THREADS=2
 HOT_CLIENTS=64
 EXISTING_KEYS=${EXISTING_KEYS:-100000}	# completed keys the 10% retries pick from
 ACCOUNTS=100000		# rows in each version-checked table
+STOCK_ITEMS=10000	# items (of 4 lots each) in each invariant-checked table
 
 # idem_setup, in its three steps, so that the time budget starts once the
 # machine lock is ours (another checkout may hold it for a while).
@@ -128,6 +129,8 @@ fresh_db() {
 	has_fn idem.enforce_version && HAS_VERSIONS=1
 	has_fn idem.emit && has_fn idem.next_batch && has_fn idem.finish_batch && HAS_OUTBOX=1
 	has_fn idem.trim_outbox && HAS_TRIM=1
+	HAS_INVARIANTS=
+	has_fn idem.enforce_invariant && HAS_INVARIANTS=1
 	return 0
 }
 
@@ -154,6 +157,12 @@ load_data() {
 		sql1 "INSERT INTO bench.$t SELECT g, 1000, 1 FROM generate_series(1, $ACCOUNTS) g"
 	done
 	[ -z "$HAS_VERSIONS" ] || sql1 "SELECT idem.enforce_version('bench.acct_guarded')" >/dev/null
+	for t in stock_plain stock_plpgsql stock_plpgsql_lock stock_idem; do
+		sql1 "INSERT INTO bench.$t SELECT i, l, 1000 FROM generate_series(1, $STOCK_ITEMS) i, generate_series(1, 4) l"
+	done
+	[ -z "$HAS_INVARIANTS" ] || sql1 "SELECT idem.enforce_invariant('bench_stock_range',
+		'SELECT sum(qty) BETWEEN 0 AND 1000000000 FROM bench.stock_idem WHERE item = \$1',
+		'{\"bench.stock_idem\": [\"item\"]}')" >/dev/null
 	psqlq -c "VACUUM ANALYZE" -c "CHECKPOINT"
 }
 
@@ -386,6 +395,22 @@ report_versions() {
 	row "$p.upd_plpgsql" "versions: UPDATE, PL/pgSQL guard trigger (baseline)"
 	row "$p.upd_guarded" "versions: UPDATE, **idem.version_guard**" \
 		"$p.upd_plain:unguarded:0.97" "$p.upd_plpgsql:PL/pgSQL trigger:1.0"
+}
+
+section_invariants() {
+	local p=$1 mode=$2
+	step "[$p] invariants: UPDATE of one lot, the item's total checked at commit"
+	run_group "$p" "$mode" $CLIENTS "inv_plain=invariant_plain.sql" "inv_plpgsql=invariant_plpgsql.sql" \
+		"inv_plpgsql_lock=invariant_plpgsql_lock.sql" "inv_idem=$(pick "$HAS_INVARIANTS" invariant_idem.sql)"
+}
+
+report_invariants() {
+	local p=$1
+	row "$p.inv_plain" "invariants: UPDATE, no check (baseline)"
+	row "$p.inv_plpgsql" "invariants: UPDATE, PL/pgSQL deferred trigger (baseline, wrong under concurrency)"
+	row "$p.inv_plpgsql_lock" "invariants: UPDATE, PL/pgSQL deferred trigger + advisory lock (baseline, right at READ COMMITTED only)"
+	row "$p.inv_idem" "invariants: UPDATE, **idem.enforce_invariant**" \
+		"$p.inv_plain:unchecked:" "$p.inv_plpgsql:PL/pgSQL trigger:" "$p.inv_plpgsql_lock:PL/pgSQL trigger + lock:"
 }
 
 # A relay listening on idem_outbox for the duration of one group: it
@@ -724,7 +749,7 @@ fresh_db
 	echo "- settings: $(sql1 "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
 		WHERE name IN ('shared_buffers', 'synchronous_commit', 'wal_level', 'max_wal_size', 'checkpoint_timeout',
 		               'autovacuum', 'full_page_writes', 'wal_compression', 'jit')"), server on the same machine as pgbench, Unix socket"
-	echo "- pg_idem capabilities present: keys=$(yn "$HAS_KEYS"), versions=$(yn "$HAS_VERSIONS"), outbox=$(yn "$HAS_OUTBOX"), trim_outbox=$(yn "$HAS_TRIM")"
+	echo "- pg_idem capabilities present: keys=$(yn "$HAS_KEYS"), versions=$(yn "$HAS_VERSIONS"), outbox=$(yn "$HAS_OUTBOX"), trim_outbox=$(yn "$HAS_TRIM"), invariants=$(yn "$HAS_INVARIANTS")"
 	echo "- method: pgbench -M prepared, $CLIENTS clients, $THREADS threads ($HOT_CLIENTS clients for hot keys), $ROUNDS interleaved rounds of ${DUR}s per variant (A B C, C B A, ...); TPS = median over rounds; latency mean and p99 over every transaction (pgbench --log); server CPU µs/tx = CPU time of this cluster's processes (backends, reaped children, walwriter, autovacuum...) over all rounds / transactions, less sensitive than TPS to other load on the machine (not immune: contention for cores and caches inflates it too); ratio = median over rounds of pg_idem TPS / baseline TPS in the same round (paired, so drift cancels), with the difference in server CPU per transaction paired the same way"
 } | tee -a "$REPORT"
 
@@ -769,6 +794,7 @@ for fs in $PASSES; do
 	want keys && section_keys "$p" prepared
 	want versions && section_versions "$p" prepared
 	want outbox && section_outbox "$p" prepared
+	want invariants && section_invariants "$p" prepared
 	# the drain starts from empty outbox tables
 	want drain && { fresh_db; section_drain "$p"; }
 	if [ "$fs" = on ]; then
@@ -776,11 +802,12 @@ for fs in $PASSES; do
 	else
 		say ""; say "## fsync = off (CPU-bound: per-call cost shows)"
 	fi
-	if want keys || want versions || want outbox; then
+	if want keys || want versions || want outbox || want invariants; then
 		table_head
 		! want keys || report_keys "$p"
 		! want versions || report_versions "$p"
 		! want outbox || report_outbox "$p"
+		! want invariants || report_invariants "$p"
 	fi
 	! want drain || report_drain "$p"
 done

@@ -184,4 +184,24 @@ idem_total_procs(void)
 	pstmt, queryString, context, params, queryEnv, dest, qc
 #endif
 
+/*
+ * Invariants (invariants.c).
+ *
+ * 15 renamed parse_analyze() to parse_analyze_fixedparams().
+ * 16 gave stringToQualifiedNameList() a soft-error context.
+ */
+#include "parser/analyze.h"
+#include "utils/regproc.h"
+
+#if PG_VERSION_NUM < 150000
+#define parse_analyze_fixedparams(raw, text, types, n, env) \
+	parse_analyze((raw), (text), (types), (n), (env))
+#endif
+
+#if PG_VERSION_NUM >= 160000
+#define idem_qualified_name_list(str) stringToQualifiedNameList((str), NULL)
+#else
+#define idem_qualified_name_list(str) stringToQualifiedNameList(str)
+#endif
+
 #endif							/* IDEM_COMPAT_H */

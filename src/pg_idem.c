@@ -26,6 +26,7 @@
 #include "utils/guc.h"
 
 #include "compat.h"
+#include "invariants.h"
 #include "maintenance.h"
 #include "outbox_notify.h"
 #include "pg_idem.h"
@@ -111,6 +112,15 @@ _PG_init(void)
 							   check_maintenance_database, NULL, NULL);
 
 	idem_outbox_notify_define_settings();
+
+	/*
+	 * Invariants need their transaction and relcache callbacks in every
+	 * backend that loads the library, preloaded or not: the library is
+	 * loaded by the first call of any of its functions, the watched tables'
+	 * trigger included, so a backend that writes a watched table always has
+	 * them before the commit that must check.
+	 */
+	idem_invariants_init();
 
 	MarkGUCPrefixReserved("idem");
 

@@ -32,6 +32,9 @@
 #define ERRCODE_IDEM_CONSUMER_UNKNOWN	MAKE_SQLSTATE('I','D','0','2','0')
 #define ERRCODE_IDEM_BATCH_NOT_OPEN		MAKE_SQLSTATE('I','D','0','2','1')
 
+/* Invariants */
+#define ERRCODE_IDEM_INVARIANT_VIOLATION	MAKE_SQLSTATE('I','D','0','3','0')
+
 /* Keys, scopes, topics and consumer names are 1..255 bytes (scope may be empty). */
 #define IDEM_MAX_NAME_BYTES 255
 

@@ -233,6 +233,62 @@ CREATE TRIGGER version_guard BEFORE INSERT OR UPDATE ON bench.acct_plpgsql
 	FOR EACH ROW EXECUTE FUNCTION bench.pl_version_guard();
 
 ------------------------------------------------------------------------------
+-- Invariants.  Four identical tables of stock lots, 10,000 items of 4 lots
+-- each; the rule: an item's total stock stays between 0 and 10^9 (it always
+-- does here: the benchmark measures the cost of checking, not of failing).
+--   stock_plain         no check
+--   stock_plpgsql       a PL/pgSQL constraint trigger, DEFERRABLE INITIALLY
+--                       DEFERRED, checking the item's sum at commit: what
+--                       is usually written, and wrong under concurrency (write
+--                       skew: test/specs/invariants-write-skew-baseline.spec)
+--   stock_plpgsql_lock  the same trigger taking pg_advisory_xact_lock(item)
+--                       before its query: correct at READ COMMITTED (each
+--                       query's snapshot follows the lock), not at
+--                       REPEATABLE READ or above
+--   stock_idem          idem.enforce_invariant (installed by run.sh when
+--                       available): correct at every level
+-- The sum is served by the primary key (item, lot) on every table.
+------------------------------------------------------------------------------
+CREATE TABLE bench.stock_plain (
+	item integer NOT NULL,
+	lot  integer NOT NULL,
+	qty  bigint NOT NULL,
+	PRIMARY KEY (item, lot)
+);
+CREATE TABLE bench.stock_plpgsql (LIKE bench.stock_plain INCLUDING ALL);
+CREATE TABLE bench.stock_plpgsql_lock (LIKE bench.stock_plain INCLUDING ALL);
+CREATE TABLE bench.stock_idem (LIKE bench.stock_plain INCLUDING ALL);
+
+CREATE FUNCTION bench.pl_stock_check() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF NOT (SELECT sum(qty) BETWEEN 0 AND 1000000000 FROM bench.stock_plpgsql
+	         WHERE item = NEW.item) THEN
+		RAISE EXCEPTION 'stock of item % out of range', NEW.item USING ERRCODE = 'ID030';
+	END IF;
+	RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER stock_check AFTER INSERT OR UPDATE ON bench.stock_plpgsql
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bench.pl_stock_check();
+
+CREATE FUNCTION bench.pl_stock_check_locked() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	PERFORM pg_advisory_xact_lock(NEW.item);
+	IF NOT (SELECT sum(qty) BETWEEN 0 AND 1000000000 FROM bench.stock_plpgsql_lock
+	         WHERE item = NEW.item) THEN
+		RAISE EXCEPTION 'stock of item % out of range', NEW.item USING ERRCODE = 'ID030';
+	END IF;
+	RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER stock_check AFTER INSERT OR UPDATE ON bench.stock_plpgsql_lock
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bench.pl_stock_check_locked();
+
+------------------------------------------------------------------------------
 -- Outbox without pg_idem: a table with the same columns as idem.outbox
 -- (identity id, topic, key, payload, headers, created_at, writing xid).
 ------------------------------------------------------------------------------

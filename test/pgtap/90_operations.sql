@@ -74,7 +74,8 @@ SELECT set_eq($$
     SELECT p.proname::text FROM pg_proc p
      WHERE p.pronamespace = 'idem'::regnamespace
        AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false) $$,
-    ARRAY['fingerprint', 'version_guard', 'reserve', 'complete', 'release', 'checkpoint', 'emit'],
+    ARRAY['fingerprint', 'version_guard', 'reserve', 'complete', 'release', 'checkpoint', 'emit',
+          'invariant_touch'],
     'every function pins search_path = pg_catalog, pg_temp, except those that run no SQL');
 SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -87,7 +88,7 @@ SELECT set_eq($$
      WHERE p.pronamespace = 'idem'::regnamespace AND p.prosecdef $$,
     ARRAY['forget', 'purge',
           'subscribe', 'unsubscribe', 'next_batch', 'finish_batch', 'trim_outbox',
-          'maintain'],
+          'maintain', 'invariant_sql_drop', 'invariant_ddl_end'],
     'exactly the functions that write idem tables through SQL are SECURITY DEFINER');
 SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -104,7 +105,7 @@ SELECT is_empty($$
 SELECT set_eq($$
     SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'pg_idem' $$,
     ARRAY['idem.keys', 'idem.key_token_seq', 'idem.outbox', 'idem.outbox_id_seq',
-          'idem.consumers', 'idem.outbox_batch_seq'],
+          'idem.consumers', 'idem.outbox_batch_seq', 'idem.invariant', 'idem.invariant_watch'],
     'every table and counter holding user data is kept by pg_dump');
 
 -- Versioned install script; upgrades go through ALTER EXTENSION ... UPDATE.

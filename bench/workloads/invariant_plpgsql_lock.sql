@@ -1,0 +1,8 @@
+-- invariants / one lot of one item changes by -1..1 on bench.stock_plpgsql_lock:
+-- the same trigger taking pg_advisory_xact_lock(item) first (baseline; correct at READ COMMITTED only).
+-- The statement is identical on the four stock tables (bench/sql/setup.sql);
+-- only what checks "an item's total stock stays between 0 and 10^9" differs.
+\set item random(1, 10000)
+\set lot random(1, 4)
+\set delta random(-1, 1)
+UPDATE bench.stock_plpgsql_lock SET qty = qty + :delta::int WHERE item = :item::int AND lot = :lot::int;
