@@ -92,8 +92,9 @@ sub make_plan
 	}
 
 	# Fast emitters: one statement per transaction (emit and journal), in
-	# autocommit, as fast as they can: commits land everywhere, also in
-	# the few microseconds between two snapshots of one next_batch() call.
+	# autocommit, a millisecond or a few apart: commits land everywhere,
+	# also in the few microseconds between two snapshots of one
+	# next_batch() call.
 	for my $i (0 .. 1)
 	{
 		my %w;
