@@ -29,6 +29,7 @@
 #include "maintenance.h"
 #include "outbox_notify.h"
 #include "pg_idem.h"
+#include "version_provenance.h"
 
 PG_MODULE_MAGIC;
 
@@ -111,6 +112,13 @@ _PG_init(void)
 							   check_maintenance_database, NULL, NULL);
 
 	idem_outbox_notify_define_settings();
+
+	/*
+	 * The version guard's strict mode reads each statement's plan from an
+	 * executor hook.  Installed however the library is loaded: loaded by a
+	 * backend's first guarded write, it sees every later statement.
+	 */
+	idem_version_provenance_init();
 
 	MarkGUCPrefixReserved("idem");
 
