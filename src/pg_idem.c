@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * pg_idem.c
- *	  Library entry point: the idem.* settings and, when preloaded, the
- *	  maintenance worker's registration and the outbox notifier's hooks.
+ *	  Library entry point: the idem.* settings, the version guard's executor
+ *	  hook and, when preloaded, the maintenance worker's registration and the
+ *	  outbox notifier's hooks.
  *
  * pg_idem keeps retried requests from acting twice (idempotency keys, see
  * keys.c), stale writes from overwriting newer ones (version_guard.c) and
