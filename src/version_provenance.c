@@ -75,7 +75,10 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
+#include "compat.h"
 #include "version_provenance.h"
+
+#ifdef IDEM_HAVE_PLAN_PROVENANCE
 
 /* The C symbol of idem.version_guard(), as pg_proc.prosrc names it. */
 #define GUARD_SYMBOL "idem_version_guard"
@@ -304,8 +307,10 @@ statement_may_update(PlannedStmt *pstmt)
 	if (pstmt->hasModifyingCTE)
 		return true;
 	return pstmt->commandType == CMD_UPDATE ||
-		pstmt->commandType == CMD_INSERT ||
-		pstmt->commandType == CMD_MERGE;
+#ifdef IDEM_HAVE_MERGE
+		pstmt->commandType == CMD_MERGE ||
+#endif
+		pstmt->commandType == CMD_INSERT;
 }
 
 /*
@@ -393,7 +398,10 @@ pop_frames_from(int first)
 static bool
 modify_table_updates(ModifyTable *mt)
 {
-	return mt->operation == CMD_UPDATE || mt->operation == CMD_MERGE ||
+	return mt->operation == CMD_UPDATE ||
+#ifdef IDEM_HAVE_MERGE
+		mt->operation == CMD_MERGE ||
+#endif
 		(mt->operation == CMD_INSERT &&
 		 mt->onConflictAction == ONCONFLICT_UPDATE);
 }
@@ -519,6 +527,7 @@ classify_result_relation(ModifyTable *mt, int index, GuardedTarget *target)
 				classify_assignments(mt->onConflictSet, mt->onConflictCols,
 									 (Plan *) mt, &ctx, target);
 			break;
+#ifdef IDEM_HAVE_MERGE
 		case CMD_MERGE:
 			if (index < list_length(mt->mergeActionLists))
 			{
@@ -533,6 +542,7 @@ classify_result_relation(ModifyTable *mt, int index, GuardedTarget *target)
 				}
 			}
 			break;
+#endif
 		default:
 			break;
 	}
@@ -781,8 +791,12 @@ child_column_source(Plan *plan, bool inner, AttrNumber attno, ProvContext *ctx)
 
 	if (IsA(plan, ModifyTable))
 	{
+#ifdef IDEM_HAVE_MERGE
 		if (((ModifyTable *) plan)->operation != CMD_MERGE || outerPlan(plan) == NULL)
 			return SRC_CLIENT;
+#else
+		return SRC_CLIENT;
+#endif
 		return tlist_entry_source(outerPlan(plan), outerPlan(plan)->targetlist,
 								  attno, ctx);
 	}
@@ -1065,3 +1079,30 @@ judge_columns(Judgement *acc, TriggerData *trigdata, AttrNumber version_attnum,
 		acc->version = VALUE_UNKNOWN;
 	acc->found = true;
 }
+
+#else							/* !IDEM_HAVE_PLAN_PROVENANCE */
+
+/*
+ * PostgreSQL 13: no hook; every statement is judged as writing client
+ * values, which are the 0.1 rules.
+ */
+void
+idem_version_provenance_init(void)
+{
+}
+
+void
+idem_note_guard_function(Oid funcoid)
+{
+}
+
+void
+idem_write_provenance(TriggerData *trigdata, AttrNumber version_attnum,
+					  WriteProvenance *result)
+{
+	result->plan_seen = true;
+	result->others_client = true;
+	result->version = VALUE_FROM_CLIENT;
+}
+
+#endif							/* IDEM_HAVE_PLAN_PROVENANCE */
