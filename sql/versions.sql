@@ -46,13 +46,15 @@ SELECT * FROM acct WHERE id = 1;
 UPDATE acct SET balance = 85, version = 3 WHERE id = 1 AND version = 2 RETURNING *;
 -- A stale ORM write matches no row: the ORM reports its own conflict.
 UPDATE acct SET balance = 0, version = 3 WHERE id = 1 AND version = 2 RETURNING *;
--- Assigning an expression of the stored version works the same way:
--- version = version is "the version I read is the current one" (a bump),
--- version = version + 1 is the next-version form (kept).
+-- An UPDATE that computes every value from the row itself is an atomic
+-- read-modify-write (0.2, see versions_provenance): the version it assigns
+-- from the row proves nothing and needs not; the row gets the next version,
+-- once.
 UPDATE acct SET balance = balance + 1, version = version WHERE id = 1 RETURNING version;
 UPDATE acct SET balance = balance + 1, version = version + 1 WHERE id = 1 RETURNING version;
-UPDATE acct SET balance = balance + 1, version = version + 2 WHERE id = 1;
-\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+UPDATE acct SET balance = balance + 1, version = version + 2 WHERE id = 1 RETURNING version;
+ROLLBACK;
 
 -- Within one transaction each write must carry the version the previous
 -- one returned.

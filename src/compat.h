@@ -204,4 +204,19 @@ idem_total_procs(void)
 #define idem_qualified_name_list(str) stringToQualifiedNameList(str)
 #endif
 
+/*
+ * Strict version checks read each statement's plan (version_provenance.c).
+ * 14 gave UPDATE a single subplan whose targetlist holds only the assigned
+ * columns (updateColnosLists), and added onConflictCols,
+ * es_opened_result_relations, es_tuple_routing_result_relations and
+ * ri_RootResultRelInfo; 13 has none of them, and there strict mode keeps the
+ * 0.1 rules.  15 added MERGE.
+ */
+#if PG_VERSION_NUM >= 140000
+#define IDEM_HAVE_PLAN_PROVENANCE 1
+#endif
+#if PG_VERSION_NUM >= 150000
+#define IDEM_HAVE_MERGE 1
+#endif
+
 #endif							/* IDEM_COMPAT_H */

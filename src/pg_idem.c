@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * pg_idem.c
- *	  Library entry point: the idem.* settings and, when preloaded, the
- *	  maintenance worker's registration and the outbox notifier's hooks.
+ *	  Library entry point: the idem.* settings, the version guard's executor
+ *	  hook and, when preloaded, the maintenance worker's registration and the
+ *	  outbox notifier's hooks.
  *
  * pg_idem keeps retried requests from acting twice (idempotency keys, see
  * keys.c), stale writes from overwriting newer ones (version_guard.c) and
@@ -30,6 +31,7 @@
 #include "maintenance.h"
 #include "outbox_notify.h"
 #include "pg_idem.h"
+#include "version_provenance.h"
 
 PG_MODULE_MAGIC;
 
@@ -121,6 +123,13 @@ _PG_init(void)
 	 * them before the commit that must check.
 	 */
 	idem_invariants_init();
+
+	/*
+	 * The version guard's strict mode reads each statement's plan from an
+	 * executor hook.  Installed however the library is loaded: loaded by a
+	 * backend's first guarded write, it sees every later statement.
+	 */
+	idem_version_provenance_init();
 
 	MarkGUCPrefixReserved("idem");
 

@@ -13,6 +13,13 @@
  * assign the version column at all is a blind write: refused (ID011) in
  * strict mode, given the next version in auto mode.
  *
+ * Strict mode judges a write by where its values come from (0.2): an UPDATE
+ * that computes every value from the row itself (balance = balance + 1)
+ * cannot lose an update and is accepted without a version; one that writes a
+ * client value must prove the version it read, which version = version + 1
+ * does not.  The trigger cannot see the statement; version_provenance.c
+ * reads it from the plan and hands the verdict over once per statement.
+ *
  * "Did this UPDATE assign the column?" cannot be answered from the old and
  * new row alone (SET version = version looks the same as no SET at all).  The
  * executor passes the statement's set of target columns to row triggers as
@@ -71,6 +78,7 @@
 
 #include "compat.h"
 #include "pg_idem.h"
+#include "version_provenance.h"
 
 /* The name enforce_version() gives the trigger it installs. */
 #define VERSION_GUARD_TRIGGER	"idem_version_guard"
@@ -103,6 +111,8 @@ typedef struct VersionGuardCache
 	bool		is_int8;		/* bigint, else integer */
 	int64		max_version;	/* largest value the column can hold */
 	VersionMode mode;
+	bool		prov_valid;		/* prov was looked up (strict mode only) */
+	WriteProvenance prov;		/* where the statement's values come from */
 } VersionGuardCache;
 
 /* A trigger named VERSION_GUARD_TRIGGER found on a table. */
@@ -138,10 +148,23 @@ typedef struct NullInsert
 
 static NullInsert null_insert;
 
+/* Why an update is refused with ID011 (version_required_error). */
+typedef enum VersionRequiredReason
+{
+	VERSION_NOT_ASSIGNED,		/* the update does not assign the version */
+	VERSION_ASSIGNED_NULL,		/* it assigns NULL */
+	VERSION_UPSERT_NULL,		/* EXCLUDED.version of a NULL proposal */
+	VERSION_FROM_ROW,			/* it assigns an expression of the row */
+	VERSION_UNKNOWN_NEXT		/* stored + 1, computed in a way not seen */
+} VersionRequiredReason;
+
 static void remember_null_insert(TriggerData *trigdata, HeapTuple tuple);
 static bool is_upsert_of_null_insert(TriggerData *trigdata);
 static bool same_unique_key(Relation rel, HeapTuple a, HeapTuple b);
 static int64 version_value(VersionGuardCache *cache, Datum d);
+static void version_required_error(TriggerData *trigdata, VersionGuardCache *cache,
+								   VersionRequiredReason reason, int64 assigned)
+			pg_attribute_noreturn();
 static VersionGuardCache *version_guard_cache(FunctionCallInfo fcinfo,
 											  TriggerData *trigdata);
 static HeapTuple version_guard_set(TriggerData *trigdata, HeapTuple tuple,
@@ -174,6 +197,14 @@ static void drop_partition_guards(Oid relid, Oid funcoid);
  * it.  Anything else: ID010.  Not assigned, or assigned NULL (the client
  * supplied no version): ID011 in strict mode, stored + 1 in auto mode.  A
  * stored NULL (a row written before the table was enforced) counts as 0.
+ *
+ * Strict mode first asks where the statement's values come from
+ * (version_provenance.c).  When every assignment other than the version is
+ * computed from the row (an atomic read-modify-write), no version is
+ * needed: not assigned, NULL or computed from the row, the row gets stored
+ * + 1; a version the client sent is checked as above.  When some other
+ * column is assigned a client value, a version computed from the row
+ * (version + 1) proves nothing: ID011.
  */
 PG_FUNCTION_INFO_V1(idem_version_guard);
 Datum
@@ -188,6 +219,8 @@ idem_version_guard(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int64		stored;
 	int64		assigned;
+	bool		assigned_col;
+	ValueSource source;
 	bool		upsert_null = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -236,17 +269,39 @@ idem_version_guard(PG_FUNCTION_ARGS)
 		stored = cache->is_int8 ? DatumGetInt64(datum) : DatumGetInt32(datum);
 
 	newtuple = trigdata->tg_newtuple;
+	assigned_col = bms_is_member(cache->updcol, trigdata->tg_updatedcols);
 	isnull = true;
-	if (bms_is_member(cache->updcol, trigdata->tg_updatedcols))
+	if (assigned_col)
 		datum = slot_getattr(trigdata->tg_newslot, cache->attnum, &isnull);
+
+	/*
+	 * Strict mode asks where the statement's values come from, once per
+	 * statement (the cache lives as long as the statement).  Auto mode
+	 * judges every assigned version as the client's.
+	 */
+	if (cache->mode == VERSION_MODE_STRICT)
+	{
+		if (!cache->prov_valid)
+		{
+			idem_note_guard_function(fcinfo->flinfo->fn_oid);
+			idem_write_provenance(trigdata, cache->attnum, &cache->prov);
+			cache->prov_valid = true;
+		}
+		source = cache->prov.version;
+		if (assigned_col && source == VALUE_NOT_ASSIGNED)
+			source = VALUE_UNKNOWN;
+	}
+	else
+		source = VALUE_FROM_CLIENT;
 
 	/*
 	 * INSERT ... ON CONFLICT DO UPDATE SET version = EXCLUDED.version: the
 	 * EXCLUDED row is the proposed row after BEFORE INSERT triggers, so a
 	 * NULL version the client sent reads here as the 1 this trigger put in
-	 * its place.  It is still "no version supplied".
+	 * its place.  It is still "no version supplied".  (A version computed
+	 * from the existing row is not the proposed row's.)
 	 */
-	if (!isnull && version_value(cache, datum) == 1 &&
+	if (!isnull && source != VALUE_FROM_ROW && version_value(cache, datum) == 1 &&
 		is_upsert_of_null_insert(trigdata))
 	{
 		upsert_null = true;
@@ -254,32 +309,39 @@ idem_version_guard(PG_FUNCTION_ARGS)
 	}
 	null_insert.valid = false;
 
-	if (isnull)
+	if (cache->mode == VERSION_MODE_STRICT && !cache->prov.others_client)
 	{
-		/* A blind write: no version, or an explicit NULL. */
-		if (cache->mode == VERSION_MODE_STRICT)
+		/*
+		 * Every other assignment is computed from the row: an atomic
+		 * read-modify-write, which the executor recomputes on the latest
+		 * row version and which cannot lose an update.  No version needs
+		 * proving; one computed from the row gets the next version once
+		 * (version = version + 1 writes stored + 1, not + 2).  A version the
+		 * client sent is still checked below.
+		 */
+		if (isnull || source == VALUE_FROM_ROW)
 		{
-			Relation	rel = trigdata->tg_relation;
-			const char *colname = NameStr(TupleDescAttr(tupdesc, cache->attnum - 1)->attname);
-			bool		assigned_null = bms_is_member(cache->updcol,
-													  trigdata->tg_updatedcols);
-
-			ereport(ERROR,
-					(errcode(ERRCODE_IDEM_VERSION_REQUIRED),
-					 errmsg("version required to update table \"%s\"",
-							RelationGetRelationName(rel)),
-					 upsert_null ?
-					 errdetail("The upsert assigned column \"%s\" from a proposed row whose version is NULL.",
-							   colname) :
-					 assigned_null ?
-					 errdetail("The update set column \"%s\" to NULL instead of the version the row was read at.",
-							   colname) :
-					 errdetail("The update did not assign column \"%s\", and table \"%s\" is enforced in strict mode.",
-							   colname, RelationGetRelationName(rel)),
-					 errhint("Set \"%s\" to the version the row was read at.",
-							 colname),
-					 errtablecol(rel, cache->attnum)));
+			if (!isnull && stored < cache->max_version &&
+				version_value(cache, datum) == stored + 1)
+				return PointerGetDatum(newtuple);
+			return PointerGetDatum(version_guard_set(trigdata, newtuple, cache,
+													 version_guard_next(trigdata, cache, stored)));
 		}
+	}
+	else if (cache->mode == VERSION_MODE_STRICT)
+	{
+		/* A client value is written: the version read must be proven. */
+		if (assigned_col && source == VALUE_FROM_ROW)
+			version_required_error(trigdata, cache, VERSION_FROM_ROW, 0);
+		if (isnull)
+			version_required_error(trigdata, cache,
+								   upsert_null ? VERSION_UPSERT_NULL :
+								   assigned_col ? VERSION_ASSIGNED_NULL :
+								   VERSION_NOT_ASSIGNED, 0);
+	}
+	else if (isnull)
+	{
+		/* Auto mode: a blind write gets the next version. */
 		return PointerGetDatum(version_guard_set(trigdata, newtuple, cache,
 												 version_guard_next(trigdata, cache, stored)));
 	}
@@ -291,9 +353,19 @@ idem_version_guard(PG_FUNCTION_ARGS)
 		return PointerGetDatum(version_guard_set(trigdata, newtuple, cache,
 												 version_guard_next(trigdata, cache, stored)));
 
-	/* The next-version form of ORMs, which guard with WHERE version = old. */
+	/*
+	 * The next-version form of ORMs, which guard with WHERE version = old.
+	 * When strict mode could not tell how a statement that writes client
+	 * values computed it, stored + 1 may be version + 1, which proves
+	 * nothing: refused, the conservative reading.
+	 */
 	if (stored < cache->max_version && assigned == stored + 1)
+	{
+		if (cache->mode == VERSION_MODE_STRICT && cache->prov.others_client &&
+			source == VALUE_UNKNOWN)
+			version_required_error(trigdata, cache, VERSION_UNKNOWN_NEXT, assigned);
 		return PointerGetDatum(newtuple);
+	}
 
 	ereport(ERROR,
 			(errcode(ERRCODE_IDEM_VERSION_CONFLICT),
@@ -305,6 +377,89 @@ idem_version_guard(PG_FUNCTION_ARGS)
 			 errhint("Re-read the row and retry the update with its current version."),
 			 errtablecol(trigdata->tg_relation, cache->attnum)));
 	PG_RETURN_NULL();			/* keep compiler quiet */
+}
+
+/*
+ * Raise ID011: the update writes client values without proving the version
+ * the client read.  The DETAIL says what the statement did instead.
+ */
+static void
+version_required_error(TriggerData *trigdata, VersionGuardCache *cache,
+					   VersionRequiredReason reason, int64 assigned)
+{
+	Relation	rel = trigdata->tg_relation;
+	const char *colname = NameStr(TupleDescAttr(RelationGetDescr(rel),
+												cache->attnum - 1)->attname);
+
+	switch (reason)
+	{
+		case VERSION_NOT_ASSIGNED:
+			ereport(ERROR,
+					(errcode(ERRCODE_IDEM_VERSION_REQUIRED),
+					 errmsg("version required to update table \"%s\"",
+							RelationGetRelationName(rel)),
+					 cache->prov.plan_seen ?
+					 errdetail("The update did not assign column \"%s\", and table \"%s\" is enforced in strict mode.",
+							   colname, RelationGetRelationName(rel)) :
+					 errdetail("The update did not assign column \"%s\", and pg_idem, loaded during this statement, could not see whether it computes its values from the row.",
+							   colname),
+					 cache->prov.plan_seen ?
+					 errhint("Set \"%s\" to the version the row was read at.", colname) :
+					 errhint("Set \"%s\" to the version the row was read at, or load pg_idem at session start (shared_preload_libraries or session_preload_libraries).",
+							 colname),
+					 errtablecol(rel, cache->attnum)));
+			break;
+		case VERSION_ASSIGNED_NULL:
+			ereport(ERROR,
+					(errcode(ERRCODE_IDEM_VERSION_REQUIRED),
+					 errmsg("version required to update table \"%s\"",
+							RelationGetRelationName(rel)),
+					 errdetail("The update set column \"%s\" to NULL instead of the version the row was read at.",
+							   colname),
+					 errhint("Set \"%s\" to the version the row was read at.",
+							 colname),
+					 errtablecol(rel, cache->attnum)));
+			break;
+		case VERSION_UPSERT_NULL:
+			ereport(ERROR,
+					(errcode(ERRCODE_IDEM_VERSION_REQUIRED),
+					 errmsg("version required to update table \"%s\"",
+							RelationGetRelationName(rel)),
+					 errdetail("The upsert assigned column \"%s\" from a proposed row whose version is NULL.",
+							   colname),
+					 errhint("Set \"%s\" to the version the row was read at.",
+							 colname),
+					 errtablecol(rel, cache->attnum)));
+			break;
+		case VERSION_FROM_ROW:
+			ereport(ERROR,
+					(errcode(ERRCODE_IDEM_VERSION_REQUIRED),
+					 errmsg("version required to update table \"%s\"",
+							RelationGetRelationName(rel)),
+					 errdetail("Column \"%s\" was assigned an expression of the row itself (such as %s + 1), which does not prove which version the client read.",
+							   colname, quote_identifier(colname)),
+					 errhint("Set \"%s\" to the version the row was read at. TypeORM's save() and ActiveRecord's update_all assign %s + 1 instead.",
+							 colname, quote_identifier(colname)),
+					 errtablecol(rel, cache->attnum)));
+			break;
+		case VERSION_UNKNOWN_NEXT:
+			ereport(ERROR,
+					(errcode(ERRCODE_IDEM_VERSION_REQUIRED),
+					 errmsg("version required to update table \"%s\"",
+							RelationGetRelationName(rel)),
+					 cache->prov.plan_seen ?
+					 errdetail("Column \"%s\" was assigned the next version (%lld) by a statement that assigns it in more than one way, so it may be the row's own version + 1, which does not prove which version the client read.",
+							   colname, (long long) assigned) :
+					 errdetail("Column \"%s\" was assigned the next version (%lld), and pg_idem, loaded during this statement, could not see how: it may be the row's own version + 1, which does not prove which version the client read.",
+							   colname, (long long) assigned),
+					 cache->prov.plan_seen ?
+					 errhint("Set \"%s\" to the version the row was read at.", colname) :
+					 errhint("Set \"%s\" to the version the row was read at, or load pg_idem at session start (shared_preload_libraries or session_preload_libraries).",
+							 colname),
+					 errtablecol(rel, cache->attnum)));
+			break;
+	}
+	pg_unreachable();
 }
 
 /* The integer a version datum holds. */
@@ -493,6 +648,7 @@ version_guard_cache(FunctionCallInfo fcinfo, TriggerData *trigdata)
 	cache->is_int8 = (attr->atttypid == INT8OID);
 	cache->max_version = cache->is_int8 ? PG_INT64_MAX : PG_INT32_MAX;
 	cache->mode = parsed_mode;
+	cache->prov_valid = false;
 	cache->tgoid = trigger->tgoid;
 	cache->relid = RelationGetRelid(rel);
 

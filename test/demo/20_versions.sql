@@ -46,10 +46,19 @@ INSERT INTO bank_account VALUES (1, 'Ada', 0, 1)
   ON CONFLICT (id) DO UPDATE SET balance = EXCLUDED.balance, version = EXCLUDED.version;
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 
+-- Strict mode judges a write by where its values come from.  An UPDATE
+-- that computes every value from the row itself cannot lose an update
+-- (PostgreSQL recomputes it on the latest row): no version needed.
+UPDATE bank_account SET balance = balance + 5 WHERE id = 1 RETURNING balance, version;
+-- But version = version + 1 next to a client value (TypeORM's save())
+-- proves nothing about what the client read (ID011).
+UPDATE bank_account SET owner = 'Ada L.', version = version + 1 WHERE id = 1;
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+
 -- In auto mode, writes that do not assign the version are allowed and get
 -- the next version; writes that do are still checked.
 SELECT idem.enforce_version('bank_account', mode => 'auto');
 UPDATE bank_account SET owner = 'Ada Lovelace' WHERE id = 1 RETURNING *;
 
--- Nothing was lost: 100 - 30 + 50 + 5.
+-- Nothing was lost: 100 - 30 + 50 + 5 + 5.
 SELECT * FROM bank_account;
