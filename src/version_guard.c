@@ -131,19 +131,21 @@ typedef struct GuardTrigger
 } GuardTrigger;
 
 /*
- * The last row this backend's BEFORE INSERT gave version 1 for a NULL: in
- * an INSERT ... ON CONFLICT DO UPDATE, the executor fires the BEFORE UPDATE
- * of the conflicting row right after it, in the same command (ExecInsert ->
- * ExecOnConflictUpdate -> ExecUpdate, nodeModifyTable.c).  The copy lives in
- * TopTransactionContext; lxid tells whether it is from this transaction.
+ * The guard's last BEFORE INSERT, when it gave version 1 for a NULL.  In an
+ * INSERT ... ON CONFLICT DO UPDATE the executor fires the BEFORE UPDATE of
+ * the conflicting row right after that BEFORE INSERT, on the same result
+ * relation (ExecInsert -> ExecOnConflictUpdate -> ExecUpdate,
+ * nodeModifyTable.c), so both see the same Trigger of the same
+ * ResultRelInfo: the pointer identifies the statement's target, whatever
+ * triggers of other tables run in between (they have their own).  The
+ * statement's plan says whether the version is assigned EXCLUDED.version
+ * unchanged (version_provenance.c).
  */
 typedef struct NullInsert
 {
 	bool		valid;
 	LocalTransactionId lxid;
-	CommandId	cid;
-	Oid			relid;
-	HeapTuple	tuple;			/* the proposed row, version set to 1 */
+	Trigger    *trigger;		/* trigdata->tg_trigger of that BEFORE INSERT */
 } NullInsert;
 
 static NullInsert null_insert;
@@ -158,9 +160,7 @@ typedef enum VersionRequiredReason
 	VERSION_UNKNOWN_NEXT		/* stored + 1, computed in a way not seen */
 } VersionRequiredReason;
 
-static void remember_null_insert(TriggerData *trigdata, HeapTuple tuple);
 static bool is_upsert_of_null_insert(TriggerData *trigdata);
-static bool same_unique_key(Relation rel, HeapTuple a, HeapTuple b);
 static int64 version_value(VersionGuardCache *cache, Datum d);
 static void version_required_error(TriggerData *trigdata, VersionGuardCache *cache,
 								   VersionRequiredReason reason, int64 assigned)
@@ -251,9 +251,10 @@ idem_version_guard(PG_FUNCTION_ARGS)
 			null_insert.valid = false;
 			return PointerGetDatum(tuple);
 		}
-		tuple = version_guard_set(trigdata, tuple, cache, 1);
-		remember_null_insert(trigdata, tuple);
-		return PointerGetDatum(tuple);
+		null_insert.valid = true;
+		null_insert.lxid = MyProc->lxid;
+		null_insert.trigger = trigdata->tg_trigger;
+		return PointerGetDatum(version_guard_set(trigdata, tuple, cache, 1));
 	}
 
 	/*
@@ -298,14 +299,25 @@ idem_version_guard(PG_FUNCTION_ARGS)
 	 * INSERT ... ON CONFLICT DO UPDATE SET version = EXCLUDED.version: the
 	 * EXCLUDED row is the proposed row after BEFORE INSERT triggers, so a
 	 * NULL version the client sent reads here as the 1 this trigger put in
-	 * its place.  It is still "no version supplied".  (A version computed
-	 * from the existing row is not the proposed row's.)
+	 * its place.  It is still "no version supplied": when this is the DO
+	 * UPDATE of a row proposed with a NULL version, and the plan assigns
+	 * the version EXCLUDED.version unchanged.  (SET version = 1, or any
+	 * other expression, is judged as written.)
 	 */
-	if (!isnull && source != VALUE_FROM_ROW && version_value(cache, datum) == 1 &&
+	if (!isnull && version_value(cache, datum) == 1 &&
 		is_upsert_of_null_insert(trigdata))
 	{
-		upsert_null = true;
-		isnull = true;
+		if (!cache->prov_valid)
+		{
+			idem_note_guard_function(fcinfo->flinfo->fn_oid);
+			idem_write_provenance(trigdata, cache->attnum, &cache->prov);
+			cache->prov_valid = true;
+		}
+		if (cache->prov.version_proposed)
+		{
+			upsert_null = true;
+			isnull = true;
+		}
 	}
 	null_insert.valid = false;
 
@@ -469,87 +481,13 @@ version_value(VersionGuardCache *cache, Datum d)
 	return cache->is_int8 ? DatumGetInt64(d) : DatumGetInt32(d);
 }
 
-/* Remember a proposed row whose NULL version became 1 (see NullInsert). */
-static void
-remember_null_insert(TriggerData *trigdata, HeapTuple tuple)
-{
-	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-
-	if (null_insert.lxid == MyProc->lxid && null_insert.tuple != NULL)
-		heap_freetuple(null_insert.tuple);	/* else freed with its transaction */
-	null_insert.tuple = heap_copytuple(tuple);
-	MemoryContextSwitchTo(old);
-	null_insert.lxid = MyProc->lxid;
-	null_insert.cid = GetCurrentCommandId(false);
-	null_insert.relid = RelationGetRelid(trigdata->tg_relation);
-	null_insert.valid = true;
-}
-
-/*
- * Is this UPDATE the DO UPDATE of the row just proposed with a NULL
- * version?  It is when it comes in the same command, on the same relation,
- * right after that BEFORE INSERT, and the row it updates conflicts with the
- * proposed one: equal keys in some unique index (ON CONFLICT's arbiters are
- * unique indexes).  A MERGE that inserts one source row and then updates
- * another fails the last test; a data-modifying CTE's UPDATE of another row
- * too.
- */
+/* Is this UPDATE the DO UPDATE of the row just proposed with a NULL version? */
 static bool
 is_upsert_of_null_insert(TriggerData *trigdata)
 {
 	return null_insert.valid &&
 		null_insert.lxid == MyProc->lxid &&
-		null_insert.cid == GetCurrentCommandId(false) &&
-		null_insert.relid == RelationGetRelid(trigdata->tg_relation) &&
-		same_unique_key(trigdata->tg_relation, trigdata->tg_trigtuple,
-						null_insert.tuple);
-}
-
-/*
- * Do two rows have equal, non-NULL keys in some unique index of rel?  An
- * index on expressions is taken to conflict (the conservative answer: the
- * upsert is then judged as sending no version).
- */
-static bool
-same_unique_key(Relation rel, HeapTuple a, HeapTuple b)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-	List	   *indexes = RelationGetIndexList(rel);
-	ListCell   *lc;
-	bool		same = false;
-
-	foreach(lc, indexes)
-	{
-		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
-		Form_pg_index form = index->rd_index;
-
-		if (form->indisunique)
-		{
-			same = true;
-			for (int k = 0; k < form->indnkeyatts && same; k++)
-			{
-				AttrNumber	attnum = form->indkey.values[k];
-				Form_pg_attribute att;
-				bool		anull,
-							bnull;
-				Datum		av,
-							bv;
-
-				if (attnum == 0)
-					continue;	/* an expression */
-				att = TupleDescAttr(desc, attnum - 1);
-				av = heap_getattr(a, attnum, desc, &anull);
-				bv = heap_getattr(b, attnum, desc, &bnull);
-				same = !anull && !bnull &&
-					datumIsEqual(av, bv, att->attbyval, att->attlen);
-			}
-		}
-		index_close(index, AccessShareLock);
-		if (same)
-			break;
-	}
-	list_free(indexes);
-	return same;
+		null_insert.trigger == trigdata->tg_trigger;
 }
 
 /*

@@ -113,6 +113,8 @@ typedef struct GuardedTarget
 	Bitmapset  *row_cols;		/* assigned from the row */
 	Bitmapset  *client_cols;	/* assigned a client value or a constant */
 	Bitmapset  *server_cols;	/* assigned the server's clock or session */
+	Bitmapset  *proposed_cols;	/* ON CONFLICT: assigned EXCLUDED's own
+								 * value of the same column, unchanged */
 } GuardedTarget;
 
 /* A running statement that updates a guarded table. */
@@ -133,6 +135,7 @@ typedef struct Judgement
 	bool		found;
 	bool		others_client;
 	ValueSource version;
+	bool		version_proposed;
 } Judgement;
 
 /* The RT indexes whose Vars are the row being updated. */
@@ -174,6 +177,8 @@ static bool trigdesc_has_guard(TriggerDesc *trigdesc);
 static bool is_guard_function(Oid funcoid);
 static void classify_result_relation(ModifyTable *mt, int index,
 									 GuardedTarget *target);
+static void note_excluded_passthrough(List *tlist, List *colnos,
+									  GuardedTarget *target);
 static void classify_assignments(List *tlist, List *colnos, Plan *plan,
 								 ProvContext *ctx, GuardedTarget *target);
 static Source expr_source(Node *node, Plan *plan, ProvContext *ctx);
@@ -193,7 +198,7 @@ static bool judge_active_portal(TriggerData *trigdata,
 static void judge_columns(Judgement *acc, TriggerData *trigdata,
 						  AttrNumber version_attnum, Oid relid,
 						  Bitmapset *row_cols, Bitmapset *client_cols,
-						  Bitmapset *server_cols);
+						  Bitmapset *server_cols, Bitmapset *proposed_cols);
 
 /*
  * Install the executor hooks, chained to whatever was installed before.
@@ -524,8 +529,12 @@ classify_result_relation(ModifyTable *mt, int index, GuardedTarget *target)
 			break;
 		case CMD_INSERT:
 			if (mt->onConflictAction == ONCONFLICT_UPDATE)
+			{
 				classify_assignments(mt->onConflictSet, mt->onConflictCols,
 									 (Plan *) mt, &ctx, target);
+				note_excluded_passthrough(mt->onConflictSet, mt->onConflictCols,
+										  target);
+			}
 			break;
 #ifdef IDEM_HAVE_MERGE
 		case CMD_MERGE:
@@ -545,6 +554,35 @@ classify_result_relation(ModifyTable *mt, int index, GuardedTarget *target)
 #endif
 		default:
 			break;
+	}
+}
+
+/*
+ * ON CONFLICT DO UPDATE SET col = EXCLUDED.col: note the columns assigned the
+ * proposed row's own value unchanged, as it left the BEFORE INSERT triggers
+ * (setrefs.c makes EXCLUDED an INNER_VAR reference to exclRelTlist, which
+ * lists the target's columns in order).
+ */
+static void
+note_excluded_passthrough(List *tlist, List *colnos, GuardedTarget *target)
+{
+	ListCell   *lc;
+	ListCell   *lcol = list_head(colnos);
+
+	foreach(lc, tlist)
+	{
+		TargetEntry *tle = (TargetEntry *) lfirst(lc);
+		AttrNumber	attno;
+
+		if (tle->resjunk)
+			continue;
+		if (lcol == NULL)
+			break;
+		attno = (AttrNumber) lfirst_int(lcol);
+		lcol = lnext(colnos, lcol);
+		if (IsA(tle->expr, Var) && ((Var *) tle->expr)->varno == INNER_VAR &&
+			((Var *) tle->expr)->varattno == attno)
+			target->proposed_cols = bms_add_member(target->proposed_cols, attno);
 	}
 }
 
@@ -570,6 +608,7 @@ classify_assignments(List *tlist, List *colnos, Plan *plan, ProvContext *ctx,
 			break;
 		attno = (AttrNumber) lfirst_int(lcol);
 		lcol = lnext(colnos, lcol);
+
 
 		switch (expr_source((Node *) tle->expr, plan, ctx))
 		{
@@ -866,6 +905,7 @@ idem_write_provenance(TriggerData *trigdata, AttrNumber version_attnum,
 	acc.found = false;
 	acc.others_client = false;
 	acc.version = VALUE_NOT_ASSIGNED;
+	acc.version_proposed = false;
 
 	/*
 	 * A logical replication apply worker writes the publisher's rows, with
@@ -878,6 +918,7 @@ idem_write_provenance(TriggerData *trigdata, AttrNumber version_attnum,
 		result->plan_seen = true;
 		result->others_client = true;
 		result->version = VALUE_FROM_CLIENT;
+		result->version_proposed = false;
 		return;
 	}
 
@@ -896,11 +937,13 @@ idem_write_provenance(TriggerData *trigdata, AttrNumber version_attnum,
 		result->plan_seen = false;
 		result->others_client = true;
 		result->version = VALUE_UNKNOWN;
+		result->version_proposed = false;
 		return;
 	}
 	result->plan_seen = true;
 	result->others_client = acc.others_client;
 	result->version = acc.version;
+	result->version_proposed = acc.version_proposed;
 }
 
 /* Judge by the frame's target whose ResultRelInfo fired the trigger. */
@@ -918,7 +961,8 @@ judge_frame(ProvFrame *frame, TriggerData *trigdata, AttrNumber version_attnum,
 		if (trig >= t->triggers && trig < t->triggers + t->ntriggers)
 		{
 			judge_columns(acc, trigdata, version_attnum, t->relid,
-						  t->row_cols, t->client_cols, t->server_cols);
+						  t->row_cols, t->client_cols, t->server_cols,
+						  t->proposed_cols);
 			return true;
 		}
 	}
@@ -955,7 +999,8 @@ judge_frame_routed(ProvFrame *frame, TriggerData *trigdata,
 			if (t->rri == rri->ri_RootResultRelInfo)
 			{
 				judge_columns(acc, trigdata, version_attnum, t->relid,
-							  t->row_cols, t->client_cols, t->server_cols);
+							  t->row_cols, t->client_cols, t->server_cols,
+						  t->proposed_cols);
 				return true;
 			}
 		}
@@ -1020,7 +1065,8 @@ judge_active_portal(TriggerData *trigdata, AttrNumber version_attnum,
 					t.relid = rte->relid;
 					classify_result_relation(mt, index, &t);
 					judge_columns(acc, trigdata, version_attnum, t.relid,
-								  t.row_cols, t.client_cols, t.server_cols);
+								  t.row_cols, t.client_cols, t.server_cols,
+								  t.proposed_cols);
 				}
 				index++;
 			}
@@ -1038,7 +1084,7 @@ judge_active_portal(TriggerData *trigdata, AttrNumber version_attnum,
 static void
 judge_columns(Judgement *acc, TriggerData *trigdata, AttrNumber version_attnum,
 			  Oid relid, Bitmapset *row_cols, Bitmapset *client_cols,
-			  Bitmapset *server_cols)
+			  Bitmapset *server_cols, Bitmapset *proposed_cols)
 {
 	Relation	rel = trigdata->tg_relation;
 	AttrNumber	vattno = version_attnum;
@@ -1073,6 +1119,8 @@ judge_columns(Judgement *acc, TriggerData *trigdata, AttrNumber version_attnum,
 			acc->others_client = true;
 	}
 
+	acc->version_proposed = !acc->found && vattno != InvalidAttrNumber &&
+		bms_is_member(vattno, proposed_cols);
 	if (!acc->found || acc->version == VALUE_NOT_ASSIGNED)
 		acc->version = v;
 	else if (v != VALUE_NOT_ASSIGNED && v != acc->version)
@@ -1103,6 +1151,7 @@ idem_write_provenance(TriggerData *trigdata, AttrNumber version_attnum,
 	result->plan_seen = true;
 	result->others_client = true;
 	result->version = VALUE_FROM_CLIENT;
+	result->version_proposed = false;
 }
 
 #endif							/* IDEM_HAVE_PLAN_PROVENANCE */

@@ -38,6 +38,8 @@ typedef struct WriteProvenance
 	bool		others_client;	/* some column other than the version is
 								 * assigned a client value */
 	ValueSource version;		/* how the version column is assigned */
+	bool		version_proposed;	/* INSERT ... ON CONFLICT DO UPDATE SET
+									 * version = EXCLUDED.version */
 } WriteProvenance;
 
 extern void idem_version_provenance_init(void);
