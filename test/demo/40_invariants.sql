@@ -69,6 +69,25 @@ SELECT dblink_exec('bob', 'UPDATE on_call SET on_duty = false WHERE doctor = ''b
 SELECT dblink_exec('bob', 'COMMIT');
 SELECT dblink_exec('bob', 'ROLLBACK');
 
+-- A ledger whose balance never goes negative: the balance of an account is
+-- the sum of its entries, written as rows (no row is updated, so no row lock
+-- orders two withdrawals).  Two concurrent withdrawals of 80 from 100 each
+-- see 100; the second to commit is checked against the first and refused.
+CREATE TABLE ledger (account int NOT NULL, amount numeric NOT NULL);
+INSERT INTO ledger VALUES (7, 100);
+SELECT idem.enforce_invariant('balance_not_negative',
+  $$SELECT coalesce(sum(amount), 0) >= 0 FROM public.ledger WHERE account = $1$$,
+  '{"public.ledger": ["account"]}',
+  'The account cannot go below zero.');
+SELECT dblink_exec('alice', 'BEGIN');
+SELECT dblink_exec('alice', 'INSERT INTO public.ledger VALUES (7, -80)');
+SELECT dblink_exec('bob', 'BEGIN');
+SELECT dblink_exec('bob', 'INSERT INTO public.ledger VALUES (7, -80)');
+SELECT dblink_exec('alice', 'COMMIT');
+SELECT dblink_exec('bob', 'COMMIT');
+SELECT dblink_exec('bob', 'ROLLBACK');
+SELECT account, sum(amount) AS balance FROM ledger GROUP BY account;
+
 -- A rule over two tables: an order's total is the sum of its lines.  $1 is
 -- orders.id in one table and order_lines.order_id in the other.
 CREATE TABLE orders (id int PRIMARY KEY, total numeric NOT NULL);
