@@ -131,6 +131,17 @@ fresh_db() {
 	has_fn idem.trim_outbox && HAS_TRIM=1
 	HAS_INVARIANTS=
 	has_fn idem.enforce_invariant && HAS_INVARIANTS=1
+	# The application role of the *_app workloads (their "-- role:" line):
+	# what a service runs as, restricted to its scopes and topics where
+	# pg_idem supports it (0.2), so that the privilege checks are timed.
+	sql1 "DO \$\$ BEGIN CREATE ROLE bench_app; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$"
+	if has_fn idem.revoke_usage; then
+		sql1 "SELECT idem.grant_usage('bench_app',
+		          scopes => ARRAY['', 'shop/%', 'tenant-_/%', 'billing'],
+		          topics => ARRAY['orders', 'orders/%', 'billing_%'])" >/dev/null
+	else
+		sql1 "SELECT idem.grant_usage('bench_app')" >/dev/null
+	fi
 	return 0
 }
 
@@ -197,10 +208,12 @@ run_round() {
 	shift 4
 	local logdir="$W/log.$id"
 	rm -rf "$logdir"; mkdir -p "$logdir"; chmod 777 "$logdir"
-	local out="$W/$id.out" rc=0 t0 t1
+	local out="$W/$id.out" rc=0 t0 t1 role
+	# a workload may run as another role: its "-- role: NAME" line
+	role=$(sed -n 's/^-- role: \([a-z_]*\)$/\1/p' "$WL/$script")
 	t0=$(server_ticks)
 	cut -d' ' -f1 /proc/loadavg >>"$W/load.samples"
-	pgbench -n -M "$mode" -c "$clients" -j "$THREADS" -T "$DUR" \
+	PGOPTIONS="${role:+-c role=$role}" pgbench -n -M "$mode" -c "$clients" -j "$THREADS" -T "$DUR" \
 		--log --log-prefix="$logdir/tx" -f "$WL/$script" "$@" >"$out" 2>&1 || rc=$?
 	sleep 0.2	# let the backends exit and be reaped
 	t1=$(server_ticks)
@@ -349,7 +362,8 @@ section_keys() {
 	local K; K=$HAS_KEYS
 	step "[$p] keys: reserve of a new key"
 	run_group "$p" "$mode" $CLIENTS "reserve_raw=reserve_raw.sql" \
-		"reserve_pk=$(ref reserve_raw_pk.sql)" "reserve_idem=$(pick "$K" reserve_idem.sql)"
+		"reserve_pk=$(ref reserve_raw_pk.sql)" "reserve_idem=$(pick "$K" reserve_idem.sql)" \
+		"reserve_app=$(pick "$K" reserve_idem_app.sql)"
 	step "[$p] keys: reserve + business insert + complete, one transaction"
 	run_group "$p" "$mode" $CLIENTS "txn_sql=keys_sql.sql" "txn_plpgsql=keys_plpgsql.sql" \
 		"txn_idem=$(pick "$K" keys_idem.sql)" -- -D retry_pct=0 -D existing=$EXISTING_KEYS
@@ -368,6 +382,8 @@ report_keys() {
 	row "$p.reserve_pk" "keys: reserve new key — the same INSERT, primary key only (reference)"
 	row "$p.reserve_idem" "keys: reserve new key — **idem.reserve**" "$p.reserve_raw:raw INSERT:0.9" \
 		"$p.reserve_pk:PK-only INSERT:"
+	row "$p.reserve_app" "keys: reserve new key — **idem.reserve** as an application role (scope patterns)" \
+		"$p.reserve_idem:as the owner:" "$p.reserve_raw:raw INSERT:"
 	row "$p.txn_sql" "keys: reserve + insert + complete — plain SQL (baseline)"
 	row "$p.txn_plpgsql" "keys: reserve + insert + complete — PL/pgSQL pair (baseline)"
 	row "$p.txn_idem" "keys: reserve + insert + complete — **pg_idem**" \
@@ -441,7 +457,8 @@ section_outbox() {
 	local p=$1 mode=$2
 	step "[$p] outbox: emit one event (no relay listening)"
 	run_group "$p" "$mode" $CLIENTS "emit_raw=emit_raw.sql" "emit_notify=$(ref emit_raw_notify.sql)" \
-		"emit_pgq=emit_pgq.sql" "emit_idem=$(pick "$HAS_OUTBOX" emit_idem.sql)"
+		"emit_pgq=emit_pgq.sql" "emit_idem=$(pick "$HAS_OUTBOX" emit_idem.sql)" \
+		"emit_app=$(pick "$HAS_OUTBOX" emit_idem_app.sql)"
 	# emit notifies only while a session listens; with a relay listening,
 	# it pays what the hand-written INSERT + NOTIFY pays.
 	[ -n "$HAS_OUTBOX" ] || return 0
@@ -459,6 +476,8 @@ report_outbox() {
 	row "$p.emit_pgq" "outbox: emit — PgQ pgq.insert_event" "$p.emit_raw:raw INSERT:"
 	row "$p.emit_idem" "outbox: emit — **idem.emit**" \
 		"$p.emit_raw:raw INSERT:0.9" "$p.emit_notify:INSERT + notify:" "$p.emit_pgq:PgQ:"
+	row "$p.emit_app" "outbox: emit — **idem.emit** as an application role (topic patterns)" \
+		"$p.emit_idem:as the owner:" "$p.emit_raw:raw INSERT:"
 	row "$p.emit_notify_heard" "outbox: emit, relay listening — raw INSERT + pg_notify (baseline)" \
 		"$p.emit_raw:raw INSERT:"
 	row "$p.emit_idem_heard" "outbox: emit, relay listening — **idem.emit**" \

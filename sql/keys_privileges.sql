@@ -1,14 +1,24 @@
 -- Idempotency keys: application roles act only through the functions.
 --
--- A role granted EXECUTE on the key functions (idem.grant_usage() does that)
--- reserves and completes keys without any privilege on idem.keys itself, and
--- cannot bypass them.
+-- A role granted EXECUTE on the key functions and a scope (idem.grant_usage()
+-- does both) reserves and completes keys without any privilege on idem.keys
+-- itself, and cannot bypass them.
 \pset null '(null)'
 CREATE ROLE regress_idem_keys_app;
 GRANT USAGE ON SCHEMA idem TO regress_idem_keys_app;
 GRANT EXECUTE ON FUNCTION idem.reserve(text, jsonb, text, interval, interval),
                           idem.complete(text, bigint, jsonb, integer, text)
   TO regress_idem_keys_app;
+
+-- EXECUTE alone is not enough (since 0.2): the role has no scope.
+SET ROLE regress_idem_keys_app;
+SELECT outcome FROM idem.reserve('priv-1', '{"amount": 1}');
+\echo SQLSTATE :SQLSTATE
+RESET ROLE;
+-- idem.grant_usage() gives it the default scope ('') and every function an
+-- application needs; forget is taken back again, for the checks below.
+SELECT idem.grant_usage('regress_idem_keys_app', scopes => ARRAY['']);
+REVOKE EXECUTE ON FUNCTION idem.forget(text, text) FROM regress_idem_keys_app;
 
 SET ROLE regress_idem_keys_app;
 SELECT outcome FROM idem.reserve('priv-1', '{"amount": 1}');
@@ -44,5 +54,6 @@ RESET search_path;
 RESET ROLE;
 SELECT key, state FROM idem.keys WHERE key IN ('priv-1', 'priv-2') ORDER BY key;
 
+SELECT idem.revoke_usage('regress_idem_keys_app');
 DROP OWNED BY regress_idem_keys_app;
 DROP ROLE regress_idem_keys_app;

@@ -41,6 +41,12 @@
  * statement plus the executor's start-up around it.  forget() and purge()
  * are rare and run kept SPI plans.
  *
+ * Every function first checks that the current user may use the key's
+ * scope (privileges.c), before it looks at the key: a refused call changes
+ * nothing and learns nothing about the key.  forget() is not SECURITY
+ * DEFINER, so that the check sees its caller; it runs its DELETE as the
+ * owner of idem.keys.
+ *
  * Leases and expiry are decided with the wall clock (GetCurrentTimestamp,
  * i.e. clock_timestamp()), never with the transaction start time, which is
  * stale in a long transaction.  A row whose expires_at has passed behaves as
@@ -90,6 +96,7 @@
 #include "fingerprint.h"
 #include "keys.h"
 #include "pg_idem.h"
+#include "privileges.h"
 #include "spi_util.h"
 
 /* Stored states, in the order of the labels of idem.key_state */
@@ -1254,6 +1261,9 @@ idem_reserve(PG_FUNCTION_ARGS)
 							   (uint8 *) VARDATA(change.fingerprint));
 	}
 
+	/* before the key is looked at: a refused call changes nothing */
+	idem_check_scope(scope, "idem.reserve()");
+
 	keys_catalog_ensure();
 	desc = reservation_desc(fcinfo);
 	memset(res_null, true, sizeof(res_null));
@@ -1414,6 +1424,7 @@ holder_change(const char *cmdname, text *scope, text *key, KeyChange *change)
 	KeyRow		row;
 	KeyUpdateResult result;
 
+	idem_check_scope(scope, cmdname);
 	change->check = check_held;
 	keys_catalog_ensure();
 	keys_open(&kr, cmdname, false);
@@ -1572,6 +1583,17 @@ idem_checkpoint(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* The OID of idem.keys, found by schema-qualified name. */
+static Oid
+keys_relid(void)
+{
+	Oid			relid = get_relname_relid("keys", get_namespace_oid("idem", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "pg_idem: idem.keys is missing");
+	return relid;
+}
+
 /* Connect to SPI; only a bug can make it fail. */
 static void
 keys_spi_connect(void)
@@ -1594,12 +1616,20 @@ idem_forget(PG_FUNCTION_ARGS)
 	text	   *scope = name_arg(fcinfo, 1, true);
 	Datum		values[3];
 	bool		alive = false;
+	IdemUserSwitch sw;
 
 	PreventCommandIfReadOnly("idem.forget()");
+	idem_check_scope(scope, "idem.forget()");
 	values[0] = PointerGetDatum(scope);
 	values[1] = PointerGetDatum(key);
 	values[2] = TimestampTzGetDatum(GetCurrentTimestamp());
 
+	/*
+	 * The caller's rights were checked above; the DELETE runs with the
+	 * rights of idem.keys' owner (forget() is not SECURITY DEFINER, so that
+	 * the check sees the caller).
+	 */
+	idem_become_table_owner(keys_relid(), &sw);
 	keys_spi_connect();
 	idem_plan_execute(&plan_forget, values, NULL, false, 0);
 	if (SPI_processed == 1)
@@ -1610,6 +1640,7 @@ idem_forget(PG_FUNCTION_ARGS)
 										   SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	SPI_finish();
+	idem_restore_user(&sw);
 	PG_RETURN_BOOL(alive);
 }
 

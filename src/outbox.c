@@ -30,7 +30,16 @@
  * not the retained history, not the rest of the window.
  *
  * Each consumer locks only its own row of idem.consumers, and only when
- * there is something to do; emitters never touch that table.  Trimming
+ * there is something to do; emitters never touch that table.
+ *
+ * A consumer belongs to the role that subscribed it (idem.consumers.owner,
+ * since 0.2): subscribe (of an existing consumer), unsubscribe, next_batch
+ * and finish_batch check that the current user is that role or a member of
+ * it, and subscribe and next_batch that it may read every topic of the
+ * filter (privileges.c).  The functions are therefore not SECURITY DEFINER:
+ * they check their caller, then run their SQL as the owner of
+ * idem.consumers.  A database not yet updated to 0.2 has no owner column;
+ * there the 0.1 statements run and nothing is checked.  Trimming
  * deletes events whose xid is visible in every consumer's P, in bounded
  * batches.
  *
@@ -74,6 +83,7 @@
 
 #include "outbox.h"
 #include "pg_idem.h"
+#include "privileges.h"
 #include "spi_util.h"
 
 /*
@@ -152,9 +162,12 @@ typedef struct ConsumerState
 	int64		batch_id;
 	int64		batch_last_id;
 	TopicFilter *batch_topics;
+	Datum		batch_topics_datum; /* as stored, for the privilege check */
+	bool		batch_topics_null;
 	TopicFilter *topics;
 	Datum		topics_datum;	/* topics as stored, to compare states */
 	bool		topics_null;
+	Oid			owner;			/* InvalidOid: none (from before 0.2) */
 } ConsumerState;
 
 static IdemPlan snapshot_plan = {
@@ -176,6 +189,38 @@ static IdemPlan subscribe_plan = {
 	3, {TEXTOID, TEXTARRAYOID, PG_SNAPSHOTOID}
 };
 
+/*
+ * subscribe() since 0.2: a new consumer belongs to the caller ($4); an
+ * existing one is changed only by a member of its owner ($5: the caller is
+ * exempt, pg_idem's owner or a superuser), and one from before 0.2, which
+ * has no owner, becomes the caller's -- unless the caller is exempt: an
+ * administrator re-subscribing it must not take it away from its
+ * application.  No row comes back when the existing consumer may not be
+ * changed; it is then left as it was.
+ */
+static IdemPlan subscribe_owned_plan = {
+	"INSERT INTO idem.consumers AS c (name, topics, snapshot, owner) "
+	"VALUES ($1, $2, $3, $4) "
+	"ON CONFLICT (name) DO UPDATE SET topics = EXCLUDED.topics, "
+	"owner = CASE WHEN $5 THEN c.owner ELSE COALESCE(c.owner, EXCLUDED.owner) END "
+	"WHERE $5 OR c.owner IS NULL "
+	"OR pg_catalog.pg_has_role(CAST($4 AS pg_catalog.oid), CAST(c.owner AS pg_catalog.oid), 'USAGE') "
+	"RETURNING c.name",
+	5, {TEXTOID, TEXTARRAYOID, PG_SNAPSHOTOID, REGROLEOID, BOOLOID}
+};
+
+/* A consumer's owner, and its row locked (unsubscribe) or not. */
+static IdemPlan owner_plan = {
+	"SELECT c.owner FROM idem.consumers c WHERE c.name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static IdemPlan owner_lock_plan = {
+	"SELECT c.owner FROM idem.consumers c WHERE c.name OPERATOR(pg_catalog.=) $1 "
+	"FOR UPDATE",
+	1, {TEXTOID}
+};
+
 static IdemPlan unsubscribe_plan = {
 	"DELETE FROM idem.consumers c WHERE c.name OPERATOR(pg_catalog.=) $1",
 	1, {TEXTOID}
@@ -193,6 +238,19 @@ static IdemPlan read_plan = {
 
 static IdemPlan lock_plan = {
 	"SELECT " CONSUMER_COLUMNS " FROM idem.consumers c "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
+	1, {TEXTOID}
+};
+
+/* The same with the owner (0.2 on) */
+static IdemPlan read_owned_plan = {
+	"SELECT " CONSUMER_COLUMNS ", c.owner FROM idem.consumers c "
+	"WHERE c.name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static IdemPlan lock_owned_plan = {
+	"SELECT " CONSUMER_COLUMNS ", c.owner FROM idem.consumers c "
 	"WHERE c.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
 	1, {TEXTOID}
 };
@@ -279,7 +337,9 @@ static bool window_bounds(OutboxScan *s, const OutboxSnapshot *prev,
 static int64 fetch_window(OutboxScan *s, const Window *w, int64 upto,
 						  const TopicFilter *tf, int64 limit,
 						  HeapTuple **rows, int64 *last_kept);
-static bool read_consumer(text *consumer, ConsumerState *st, bool lock);
+static bool read_consumer(text *consumer, ConsumerState *st, bool lock,
+						  Oid userid);
+static Oid	consumer_owner(text *consumer, bool lock, bool *exists);
 static bool same_start(const ConsumerState *a, const ConsumerState *b);
 static bool snapshot_is_foreign(const OutboxSnapshot *s);
 static void report_consumer_unknown(text *consumer);
@@ -291,6 +351,9 @@ static void advance(text *consumer, Datum snapshot);
 static bool try_open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
 						   int32 max_events, Tuplestorestate *ts,
 						   TupleDesc tupdesc);
+static void next_batch(text *consumer, int32 max_events, Tuplestorestate *ts,
+					   TupleDesc tupdesc, Oid userid);
+static int64 finish_batch(text *consumer, int64 batch_id, Oid userid);
 static void trim_add(Datum **ids, int *n, int *max, int64 id);
 
 /*
@@ -798,18 +861,26 @@ fetch_window(OutboxScan *s, const Window *w, int64 upto,
  * such consumer.  Concurrent next_batch() calls of one consumer queue on
  * the lock; under READ COMMITTED the waiter then reads the winner's
  * committed state.
+ *
+ * Every read checks that userid may read the consumer (privileges.c): it
+ * owns it, and may read every topic of its filter and of its open batch's.
+ * The locked re-read checks again, against the row it will change.
  */
 static bool
-read_consumer(text *consumer, ConsumerState *st, bool lock)
+read_consumer(text *consumer, ConsumerState *st, bool lock, Oid userid)
 {
 	Datum		values[1];
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
 	Datum		d;
+	bool		owned = idem_privileges_enabled();
 
 	values[0] = PointerGetDatum(consumer);
-	idem_plan_execute(lock ? &lock_plan : &read_plan, values, NULL, false, 1);
+	if (owned)
+		idem_plan_execute(lock ? &lock_owned_plan : &read_owned_plan, values, NULL, false, 1);
+	else
+		idem_plan_execute(lock ? &lock_plan : &read_plan, values, NULL, false, 1);
 	if (SPI_processed == 0)
 		return false;
 	tup = SPI_tuptable->vals[0];
@@ -841,11 +912,44 @@ read_consumer(text *consumer, ConsumerState *st, bool lock)
 	st->batch_id = isnull ? 0 : DatumGetInt64(d);
 	d = SPI_getbinval(tup, desc, 6, &isnull);
 	st->batch_last_id = isnull ? 0 : DatumGetInt64(d);
-	d = SPI_getbinval(tup, desc, 7, &isnull);
-	st->batch_topics = topic_filter(d, isnull);
+	st->batch_topics_datum = SPI_getbinval(tup, desc, 7, &st->batch_topics_null);
+	st->batch_topics = topic_filter(st->batch_topics_datum, st->batch_topics_null);
 	st->topics_datum = SPI_getbinval(tup, desc, 8, &st->topics_null);
 	st->topics = topic_filter(st->topics_datum, st->topics_null);
+	st->owner = InvalidOid;
+	if (owned)
+	{
+		d = SPI_getbinval(tup, desc, 9, &isnull);
+		st->owner = isnull ? InvalidOid : DatumGetObjectId(d);
+		idem_check_consumer(userid, consumer, st->owner, "idem.next_batch()");
+		idem_check_topic_filter(userid, consumer, st->topics_datum, st->topics_null,
+								"idem.next_batch()");
+		if (st->has_batch)
+			idem_check_topic_filter(userid, consumer, st->batch_topics_datum,
+									st->batch_topics_null, "idem.next_batch()");
+	}
 	return true;
+}
+
+/*
+ * The owner of a consumer (InvalidOid when it has none), its row locked
+ * when asked; *exists says whether there is such a consumer.  Only with
+ * privileges enabled (the column exists).
+ */
+static Oid
+consumer_owner(text *consumer, bool lock, bool *exists)
+{
+	Datum		values[1];
+	bool		isnull;
+	Datum		d;
+
+	values[0] = PointerGetDatum(consumer);
+	idem_plan_execute(lock ? &owner_lock_plan : &owner_plan, values, NULL, false, 1);
+	*exists = SPI_processed > 0;
+	if (!*exists)
+		return InvalidOid;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? InvalidOid : DatumGetObjectId(d);
 }
 
 /*
@@ -997,14 +1101,23 @@ idem_subscribe(PG_FUNCTION_ARGS)
 	Datum		topics = topics_arg(fcinfo, 1, &topics_null);
 	bool		from_start;
 	OutboxSnapshot *start;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			userid = GetUserId();
+	bool		owned = idem_privileges_enabled();
+	IdemUserSwitch sw;
+	Oid			relid;
 
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("from_start must not be null")));
 	from_start = PG_GETARG_BOOL(2);
+
+	/* The caller may read only the topics granted to it (privileges.c). */
+	if (owned)
+		idem_check_topic_filter(userid, consumer, topics, topics_null,
+								"idem.subscribe()");
 
 	/*
 	 * Before the start snapshot is taken: trimming waits for (skips while)
@@ -1014,9 +1127,10 @@ idem_subscribe(PG_FUNCTION_ARGS)
 	 * that deleted events it would count as owed.  A consumer starts at the
 	 * moment it subscribed, at every isolation level.
 	 */
-	LockDatabaseObject(RelationRelationId, consumers_relid(), 0,
-					   CONSUMER_CREATE_LOCK);
+	relid = consumers_relid();
+	LockDatabaseObject(RelationRelationId, relid, 0, CONSUMER_CREATE_LOCK);
 
+	idem_become_table_owner(relid, &sw);
 	SPI_connect();
 	if (from_start)
 	{
@@ -1053,8 +1167,26 @@ idem_subscribe(PG_FUNCTION_ARGS)
 	values[1] = topics;
 	nulls[1] = topics_null ? 'n' : ' ';
 	values[2] = PointerGetDatum(start);
-	idem_plan_execute(&subscribe_plan, values, nulls, false, 0);
+	if (!owned)
+		idem_plan_execute(&subscribe_plan, values, nulls, false, 0);
+	else
+	{
+		values[3] = ObjectIdGetDatum(userid);
+		values[4] = BoolGetDatum(idem_privileges_bypass(userid));
+		idem_plan_execute(&subscribe_owned_plan, values, nulls, false, 0);
+		if (SPI_processed == 0)
+		{
+			/* it exists and belongs to a role the caller is not a member of */
+			bool		exists;
+			Oid			owner = consumer_owner(consumer, false, &exists);
+
+			idem_check_consumer(userid, consumer, owner, "idem.subscribe()");
+			elog(ERROR, "pg_idem: consumer \"%s\" could not be subscribed",
+				 text_to_cstring(consumer));
+		}
+	}
 	SPI_finish();
+	idem_restore_user(&sw);
 
 	PG_RETURN_VOID();
 }
@@ -1071,13 +1203,28 @@ idem_unsubscribe(PG_FUNCTION_ARGS)
 {
 	text	   *consumer = idem_outbox_name_arg(fcinfo, 0, "consumer name");
 	Datum		values[1];
-	bool		existed;
+	bool		existed = true;
+	Oid			userid = GetUserId();
+	IdemUserSwitch sw;
 
 	values[0] = PointerGetDatum(consumer);
+	idem_become_table_owner(consumers_relid(), &sw);
 	SPI_connect();
-	idem_plan_execute(&unsubscribe_plan, values, NULL, false, 0);
-	existed = SPI_processed > 0;
+	if (idem_privileges_enabled())
+	{
+		/* only a member of its owner; the row is locked until the DELETE */
+		Oid			owner = consumer_owner(consumer, true, &existed);
+
+		if (existed)
+			idem_check_consumer(userid, consumer, owner, "idem.unsubscribe()");
+	}
+	if (existed)
+	{
+		idem_plan_execute(&unsubscribe_plan, values, NULL, false, 0);
+		existed = SPI_processed > 0;
+	}
 	SPI_finish();
+	idem_restore_user(&sw);
 
 	PG_RETURN_BOOL(existed);
 }
@@ -1175,10 +1322,8 @@ idem_next_batch(PG_FUNCTION_ARGS)
 	int32		max_events;
 	TupleDesc	tupdesc;
 	Tuplestorestate *ts;
-	ConsumerState st;
-	OutboxScan	scan;
-	int64		first,
-				last;
+	Oid			userid = GetUserId();
+	IdemUserSwitch sw;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -1193,8 +1338,26 @@ idem_next_batch(PG_FUNCTION_ARGS)
 
 	ts = begin_materialize(fcinfo, &tupdesc);
 
+	/* checked against the caller (read_consumer), run as the owner */
+	idem_become_table_owner(consumers_relid(), &sw);
 	SPI_connect();
-	if (!read_consumer(consumer, &st, false))
+	next_batch(consumer, max_events, ts, tupdesc, userid);
+	SPI_finish();
+	idem_restore_user(&sw);
+	return (Datum) 0;
+}
+
+/* next_batch()'s work, connected to SPI, for the caller userid. */
+static void
+next_batch(text *consumer, int32 max_events, Tuplestorestate *ts,
+		   TupleDesc tupdesc, Oid userid)
+{
+	ConsumerState st;
+	OutboxScan	scan;
+	int64		first,
+				last;
+
+	if (!read_consumer(consumer, &st, false, userid))
 		report_consumer_unknown(consumer);
 
 	if (!st.has_batch && st.window == NULL)
@@ -1207,11 +1370,10 @@ idem_next_batch(PG_FUNCTION_ARGS)
 		{
 			/* nothing committed since the consumer's snapshot */
 			scan_end(&scan);
-			SPI_finish();
-			return (Datum) 0;
+			return;
 		}
 
-		if (!read_consumer(consumer, &locked, true))
+		if (!read_consumer(consumer, &locked, true, userid))
 			report_consumer_unknown(consumer);
 		if (same_start(&st, &locked))
 		{
@@ -1222,13 +1384,12 @@ idem_next_batch(PG_FUNCTION_ARGS)
 			if (!try_open_batch(consumer, &st, &scan, max_events, ts, tupdesc))
 				advance(consumer, st.window_datum); /* none of its topics */
 			scan_end(&scan);
-			SPI_finish();
-			return (Datum) 0;
+			return;
 		}
 		scan_end(&scan);
 		st = locked;			/* moved meanwhile: start over, locked */
 	}
-	else if (!read_consumer(consumer, &st, true))
+	else if (!read_consumer(consumer, &st, true, userid))
 		report_consumer_unknown(consumer);
 
 	scan_begin(&scan);
@@ -1274,8 +1435,6 @@ idem_next_batch(PG_FUNCTION_ARGS)
 		}
 	}
 	scan_end(&scan);
-	SPI_finish();
-	return (Datum) 0;
 }
 
 /*
@@ -1290,9 +1449,9 @@ idem_finish_batch(PG_FUNCTION_ARGS)
 {
 	text	   *consumer = idem_outbox_name_arg(fcinfo, 0, "consumer name");
 	int64		batch_id;
-	Datum		values[2];
-	bool		isnull;
 	int64		events;
+	Oid			userid = GetUserId();
+	IdemUserSwitch sw;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -1300,18 +1459,44 @@ idem_finish_batch(PG_FUNCTION_ARGS)
 				 errmsg("batch_id must not be null")));
 	batch_id = PG_GETARG_INT64(1);
 
+	/* checked against the caller, run as the owner */
+	idem_become_table_owner(consumers_relid(), &sw);
+	SPI_connect();
+	events = finish_batch(consumer, batch_id, userid);
+	SPI_finish();
+	idem_restore_user(&sw);
+	PG_RETURN_INT64(events);
+}
+
+/*
+ * finish_batch()'s work, connected to SPI, for the caller userid: the
+ * number of events of the batch closed, or an error.
+ */
+static int64
+finish_batch(text *consumer, int64 batch_id, Oid userid)
+{
+	Datum		values[2];
+	bool		isnull;
+
+	if (idem_privileges_enabled())
+	{
+		bool		exists;
+		Oid			owner = consumer_owner(consumer, false, &exists);
+
+		if (!exists)
+			report_consumer_unknown(consumer);
+		idem_check_consumer(userid, consumer, owner, "idem.finish_batch()");
+	}
+
 	values[0] = PointerGetDatum(consumer);
 	values[1] = Int64GetDatum(batch_id);
-	SPI_connect();
 	idem_plan_execute(&finish_plan, values, NULL, false, 0);
 	if (SPI_processed == 1)
 	{
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									  1, &isnull);
 
-		events = isnull ? 0 : DatumGetInt32(d);
-		SPI_finish();
-		PG_RETURN_INT64(events);
+		return isnull ? 0 : DatumGetInt32(d);
 	}
 
 	/* Not finished: say why. */
@@ -1340,8 +1525,7 @@ idem_finish_batch(PG_FUNCTION_ARGS)
 							   name, DatumGetInt64(open)),
 					 errhint("Call idem.next_batch() to get the open batch again with its id.")));
 	}
-	SPI_finish();				/* not reached */
-	PG_RETURN_NULL();
+	pg_unreachable();
 }
 
 /* Append an event id to the list of those to delete, growing it. */

@@ -20,7 +20,8 @@
  * Like keys.c's hot paths, emit() runs no SQL: it opens idem.outbox through
  * direct_write.c, which locks it before trusting what it cached about it.
  * It is not SECURITY DEFINER and needs no pinned search_path; EXECUTE on it
- * is the only gate, and application roles keep having no privilege on the
+ * and the current user's grant of the topic (privileges.c, a cached lookup)
+ * are the gates, and application roles keep having no privilege on the
  * table itself.  The rule of direct_write.c holds: the row written is the
  * one the INSERT would write.  When idem.outbox is no longer as the
  * extension created it (a column, default, CHECK constraint, trigger, rule
@@ -65,6 +66,7 @@
 #include "outbox.h"
 #include "outbox_notify.h"
 #include "pg_idem.h"
+#include "privileges.h"
 #include "spi_util.h"
 
 /* idem.outbox's columns, in the order emit() fills them. */
@@ -246,6 +248,9 @@ idem_emit(PG_FUNCTION_ARGS)
 							   JB_ROOT_IS_SCALAR(headers) ? "scalar" : "array"),
 					 errhint("Headers map names to values, like Kafka record headers.")));
 	}
+
+	/* only to a topic granted to the current user (privileges.c) */
+	idem_check_emit_topic(topic);
 
 	/* as the executor refuses an INSERT (also on a standby) */
 	PreventCommandIfReadOnly("idem.emit()");

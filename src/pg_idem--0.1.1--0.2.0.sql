@@ -152,6 +152,309 @@ REVOKE ALL ON FUNCTION idem.invariant_sql_drop() FROM PUBLIC;
 REVOKE ALL ON FUNCTION idem.invariant_ddl_end() FROM PUBLIC;
 
 -- <<< invariants
+-- ==== least privilege (SPEC.md section 4, src/privileges.c) ====
+-- Scopes, topics and consumers belong to roles.  Self-contained: everything
+-- from here to the matching end line is this change.
+
+-- What each role may use.  (As src/sql/15_privileges.sql.)
+CREATE TABLE idem.grants (
+    role       regrole PRIMARY KEY,
+    scopes     text[] COLLATE pg_catalog."C",   -- LIKE patterns; NULL: every scope
+    topics     text[] COLLATE pg_catalog."C",   -- LIKE patterns; NULL: every topic
+    granted_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+COMMENT ON TABLE idem.grants IS
+'What each role may use: LIKE patterns of idempotency scopes and outbox topics (NULL: all); written by idem.grant_usage()';
+
+SELECT pg_catalog.pg_extension_config_dump('idem.grants', '');
+
+REVOKE ALL ON TABLE idem.grants FROM PUBLIC;
+
+-- Writing rows sends no cache invalidation by itself; this trigger makes
+-- every session drop the rights it cached (src/privileges.c) when the
+-- writing transaction commits.  It runs no SQL.
+CREATE FUNCTION idem.grants_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'idem_grants_changed'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION idem.grants_changed() IS
+'Statement trigger of idem.grants: makes every session drop its cached pg_idem rights when the grants change';
+
+REVOKE ALL ON FUNCTION idem.grants_changed() FROM PUBLIC;
+
+CREATE TRIGGER grants_changed
+AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON idem.grants
+FOR EACH STATEMENT EXECUTE FUNCTION idem.grants_changed();
+
+-- Consumers belong to the role that subscribed them.  Those created before
+-- 0.2 get no owner: any role with a grant may use one, as before, and the
+-- first such role to re-subscribe it takes it (src/outbox.c).
+ALTER TABLE idem.consumers ADD COLUMN owner regrole;
+COMMENT ON COLUMN idem.consumers.owner IS
+'Role that subscribed the consumer: only it and its members may read, finish, re-subscribe or unsubscribe it (NULL: created before 0.2, any role with a grant)';
+
+-- Grants made before 0.2 keep working: every role that holds EXECUTE on an
+-- application function (through grant_usage() or by hand) keeps every scope
+-- and every topic.  (Only rows are written here, no GRANT: privileges
+-- granted by an extension script would count as the extension's initial
+-- ones, which pg_dump leaves out.)
+INSERT INTO idem.grants (role, scopes, topics)
+SELECT DISTINCT CAST(a.grantee AS pg_catalog.regrole), NULL::text[], NULL::text[]
+  FROM pg_catalog.pg_proc p
+ CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+ WHERE p.pronamespace OPERATOR(pg_catalog.=) 'idem'::pg_catalog.regnamespace
+   AND p.proname OPERATOR(pg_catalog.=) ANY (ARRAY[
+        'reserve', 'complete', 'release', 'checkpoint', 'forget', 'fingerprint',
+        'emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch']::name[])
+   AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+   AND a.grantee OPERATOR(pg_catalog.<>) 0
+   AND a.grantee OPERATOR(pg_catalog.<>) p.proowner;
+
+-- The functions application roles call check the current user, so they run
+-- as their caller (and switch to the tables' owner for their own SQL).
+ALTER FUNCTION idem.forget(text, text) SECURITY INVOKER;
+ALTER FUNCTION idem.subscribe(text, text[], boolean) SECURITY INVOKER;
+ALTER FUNCTION idem.unsubscribe(text) SECURITY INVOKER;
+ALTER FUNCTION idem.next_batch(text, integer) SECURITY INVOKER;
+ALTER FUNCTION idem.finish_batch(text, bigint) SECURITY INVOKER;
+
+-- The views show a role only its own scopes and consumers.
+CREATE OR REPLACE VIEW idem.key_stats WITH (security_barrier) AS
+SELECT k.scope,
+       k.state,
+       pg_catalog.count(*) FILTER (WHERE k.expires_at OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp()) AS keys,
+       pg_catalog.count(*) FILTER (WHERE k.expires_at OPERATOR(pg_catalog.<=) pg_catalog.statement_timestamp()) AS expired,
+       pg_catalog.statement_timestamp() OPERATOR(pg_catalog.-) pg_catalog.min(k.created_at)
+         FILTER (WHERE k.state OPERATOR(pg_catalog.=) 'in_progress'::idem.key_state
+                 AND k.expires_at OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp()) AS oldest_in_progress_age
+FROM idem.keys AS k
+GROUP BY k.scope, k.state
+HAVING (SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c
+         WHERE c.oid OPERATOR(pg_catalog.=) 'idem.grants'::pg_catalog.regclass)
+    OR EXISTS (SELECT FROM idem.grants g
+                WHERE pg_catalog.pg_has_role(CAST(g.role AS pg_catalog.oid), 'USAGE')
+                  AND (g.scopes IS NULL OR k.scope OPERATOR(pg_catalog.~~) ANY (g.scopes)));
+
+COMMENT ON VIEW idem.key_stats IS
+'Idempotency keys per scope and state (the scopes the current role may use): live keys, expired keys awaiting purge, age of the oldest live in-progress key';
+
+CREATE OR REPLACE VIEW idem.consumer_lag WITH (security_barrier) AS
+SELECT c.name AS consumer,
+       c.topics,
+       p.pending,
+       pg_catalog.now() OPERATOR(pg_catalog.-) p.oldest AS oldest_pending_age,
+       c.batch_id AS open_batch_id,
+       c.finished_at AS last_finished_at,
+       c.owner
+  FROM idem.consumers c
+ CROSS JOIN LATERAL (
+       SELECT pg_catalog.count(*) AS pending,
+              pg_catalog.min(e.created_at) AS oldest
+         FROM (SELECT o.id, o.xid, o.topic, o.created_at
+                 FROM idem.outbox o
+                WHERE o.xid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.snapshot)
+                  AND o.xid OPERATOR(pg_catalog.<)
+                      pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())
+               UNION ALL
+               SELECT o.id, o.xid, o.topic, o.created_at
+                 FROM idem.outbox o
+                WHERE o.xid OPERATOR(pg_catalog.=)
+                      ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip(c.snapshot)))) e
+        WHERE NOT pg_catalog.pg_visible_in_snapshot(e.xid, c.snapshot)
+          AND (c.topics IS NULL OR e.topic OPERATOR(pg_catalog.=) ANY (c.topics))
+          AND NOT COALESCE(c.window_snapshot IS NOT NULL
+                           AND pg_catalog.pg_visible_in_snapshot(e.xid, c.window_snapshot)
+                           AND e.id OPERATOR(pg_catalog.<=) c.window_done_id, false)) p
+ WHERE (SELECT pg_catalog.pg_has_role(r.relowner, 'USAGE') FROM pg_catalog.pg_class r
+         WHERE r.oid OPERATOR(pg_catalog.=) 'idem.grants'::pg_catalog.regclass)
+    OR pg_catalog.pg_has_role(CAST(c.owner AS pg_catalog.oid), 'USAGE')
+    OR (c.owner IS NULL
+        AND EXISTS (SELECT FROM idem.grants g
+                     WHERE pg_catalog.pg_has_role(CAST(g.role AS pg_catalog.oid), 'USAGE')));
+
+COMMENT ON VIEW idem.consumer_lag IS
+'Per consumer (those the current role may use): committed events not finished yet, the age of the oldest of them, and the owner';
+
+-- grant_usage() takes scope and topic patterns; revoke_usage() is new.
+DROP FUNCTION idem.grant_usage(regrole);
+
+CREATE FUNCTION idem.grant_usage(role regrole, scopes text[] DEFAULT NULL,
+                                 topics text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    -- The application-facing functions: keys, outbox, consumers.  Not purge,
+    -- maintain, enforce_version, unenforce_version, grant_usage or
+    -- revoke_usage.
+    app_functions CONSTANT name[] := ARRAY[
+        'reserve', 'complete', 'release', 'checkpoint', 'forget', 'fingerprint',
+        'emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch',
+        'check_invariants'];
+    app_views CONSTANT name[] := ARRAY['key_stats', 'consumer_lag'];
+    grantee name;
+    fn regprocedure;
+    obj name;
+    found_names name[] := '{}';
+    kind text;
+    patterns text[];
+    pattern text;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT r.rolname INTO grantee FROM pg_catalog.pg_roles r
+     WHERE r.oid OPERATOR(pg_catalog.=) role;
+    IF grantee IS NULL THEN
+        -- A regrole held across a DROP ROLE.
+        RAISE EXCEPTION 'role with OID % does not exist', role::oid
+            USING ERRCODE = 'undefined_object';
+    END IF;
+
+    -- Every pattern is checked before anything is granted.
+    FOREACH kind IN ARRAY ARRAY['scope', 'topic'] LOOP
+        patterns := CASE kind WHEN 'scope' THEN scopes ELSE topics END;
+        CONTINUE WHEN patterns IS NULL;
+        IF pg_catalog.array_ndims(patterns) OPERATOR(pg_catalog.>) 1 THEN
+            RAISE EXCEPTION '% patterns must be a one-dimensional array', kind
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = pg_catalog.format('The array given has %s dimensions.',
+                                                 pg_catalog.array_ndims(patterns));
+        END IF;
+        FOREACH pattern IN ARRAY patterns LOOP
+            IF pattern IS NULL THEN
+                RAISE EXCEPTION '% patterns must not contain null', kind
+                    USING ERRCODE = 'null_value_not_allowed',
+                          HINT = pg_catalog.format('Pass NULL instead of the array to grant every %s, or an empty array for none.', kind);
+            END IF;
+            -- A name is at most 255 bytes; a pattern matching it, with every
+            -- character escaped, at most twice that.
+            IF pg_catalog.octet_length(pattern) OPERATOR(pg_catalog.>) 510 THEN
+                RAISE EXCEPTION '% pattern is too long', kind
+                    USING ERRCODE = 'string_data_right_truncation',
+                          DETAIL = pg_catalog.format('The pattern is %s bytes long; the limit is 510 bytes (a %s is at most 255).',
+                                                     pg_catalog.octet_length(pattern), kind);
+            END IF;
+            -- LIKE's one syntax error: an escape character (the backslash,
+            -- chr(92)) with nothing to escape, i.e. an odd number of them at
+            -- the end.
+            IF (pg_catalog.octet_length(pattern) OPERATOR(pg_catalog.-)
+                pg_catalog.octet_length(pg_catalog.rtrim(pattern, pg_catalog.chr(92))))
+               OPERATOR(pg_catalog.%) 2 OPERATOR(pg_catalog.=) 1 THEN
+                RAISE EXCEPTION '% pattern "%" ends with an escape character', kind, pattern
+                    USING ERRCODE = 'invalid_escape_sequence',
+                          HINT = 'Patterns use LIKE syntax: % matches any text, _ one character, and a backslash makes the next character literal (two backslashes for a backslash).';
+            END IF;
+            IF kind OPERATOR(pg_catalog.=) 'topic' AND pattern OPERATOR(pg_catalog.=) '' THEN
+                RAISE EXCEPTION 'topic pattern must not be empty'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          DETAIL = 'A topic is 1 to 255 bytes long: the empty pattern matches none.';
+            END IF;
+        END LOOP;
+    END LOOP;
+
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA idem TO %I', grantee);
+
+    -- Every overload of each name, by signature.
+    FOR fn, obj IN
+        SELECT p.oid::regprocedure, p.proname FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace OPERATOR(pg_catalog.=) 'idem'::regnamespace
+           AND p.proname OPERATOR(pg_catalog.=) ANY (app_functions)
+         ORDER BY p.oid
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, grantee);
+        found_names := found_names OPERATOR(pg_catalog.||) obj;
+    END LOOP;
+    FOREACH obj IN ARRAY app_functions LOOP
+        IF NOT obj OPERATOR(pg_catalog.=) ANY (found_names) THEN
+            RAISE EXCEPTION 'pg_idem: function idem.%() is missing', obj
+                USING ERRCODE = 'internal_error';
+        END IF;
+    END LOOP;
+
+    FOREACH obj IN ARRAY app_views LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT ON TABLE idem.%I TO %I', obj, grantee);
+    END LOOP;
+
+    -- What it may use: this call's patterns, stored 1-based, replacing the
+    -- role's earlier ones.  Rows of dropped roles go (their OID could be
+    -- given to a new role).
+    INSERT INTO idem.grants AS g (role, scopes, topics)
+    VALUES (grant_usage.role,
+            CASE WHEN grant_usage.scopes IS NOT NULL
+                 THEN ARRAY(SELECT pg_catalog.unnest(grant_usage.scopes)) END,
+            CASE WHEN grant_usage.topics IS NOT NULL
+                 THEN ARRAY(SELECT pg_catalog.unnest(grant_usage.topics)) END)
+    ON CONFLICT ON CONSTRAINT grants_pkey DO UPDATE
+       SET scopes = EXCLUDED.scopes, topics = EXCLUDED.topics,
+           granted_at = pg_catalog.now();
+    DELETE FROM idem.grants g
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles r
+                        WHERE r.oid OPERATOR(pg_catalog.=) g.role);
+END;
+$fn$;
+
+COMMENT ON FUNCTION idem.grant_usage(regrole, text[], text[]) IS
+'Grant a role what an application needs (schema usage, the key, outbox and consumer functions, the monitoring views), on the scopes and topics matching the LIKE patterns given (NULL: all)';
+
+-- idem.revoke_usage(role): take back what grant_usage() gave.  The role may
+-- keep access through a role it is a member of, as with GRANT.
+CREATE FUNCTION idem.revoke_usage(role regrole)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    app_functions CONSTANT name[] := ARRAY[
+        'reserve', 'complete', 'release', 'checkpoint', 'forget', 'fingerprint',
+        'emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch',
+        'check_invariants'];
+    app_views CONSTANT name[] := ARRAY['key_stats', 'consumer_lag'];
+    grantee name;
+    fn regprocedure;
+    obj name;
+    had boolean;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT r.rolname INTO grantee FROM pg_catalog.pg_roles r
+     WHERE r.oid OPERATOR(pg_catalog.=) role;
+    IF grantee IS NULL THEN
+        RAISE EXCEPTION 'role with OID % does not exist', role::oid
+            USING ERRCODE = 'undefined_object';
+    END IF;
+
+    DELETE FROM idem.grants g WHERE g.role OPERATOR(pg_catalog.=) revoke_usage.role;
+    had := FOUND;
+    FOR fn IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace OPERATOR(pg_catalog.=) 'idem'::regnamespace
+           AND p.proname OPERATOR(pg_catalog.=) ANY (app_functions)
+         ORDER BY p.oid
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I', fn, grantee);
+    END LOOP;
+    FOREACH obj IN ARRAY app_views LOOP
+        EXECUTE pg_catalog.format('REVOKE SELECT ON TABLE idem.%I FROM %I', obj, grantee);
+    END LOOP;
+    EXECUTE pg_catalog.format('REVOKE USAGE ON SCHEMA idem FROM %I', grantee);
+    RETURN had;
+END;
+$fn$;
+
+COMMENT ON FUNCTION idem.revoke_usage(regrole) IS
+'Take back what idem.grant_usage() gave a role: its scopes and topics, the functions, the views and the schema; true when it had a grant';
+
+REVOKE ALL ON FUNCTION idem.grant_usage(regrole, text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION idem.revoke_usage(regrole) FROM PUBLIC;
+
+-- ==== end of least privilege ====
 
 -- The sweep every script ends with (nothing is granted to PUBLIC).
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA idem FROM PUBLIC;

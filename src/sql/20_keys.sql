@@ -82,8 +82,12 @@ REVOKE ALL ON SEQUENCE idem.key_token_seq FROM PUBLIC;
 -- gate.  They therefore need neither SECURITY DEFINER (no privilege of the
 -- owner is used) nor a pinned search_path (no name is ever looked up through
 -- the caller's); either would cost every call for nothing (a pin about 7%: a
--- GUC set and reset, and a recomputed search path).  forget and purge run SQL:
--- they are SECURITY DEFINER and pin search_path.
+-- GUC set and reset, and a recomputed search path).  forget and purge run SQL
+-- and pin search_path.  purge is the owner's and SECURITY DEFINER; forget is
+-- called by application roles and is not: each of these functions first
+-- checks that the current user may use the key's scope (src/privileges.c),
+-- and under SECURITY DEFINER the current user would be the owner.  forget
+-- runs its DELETE as the owner of idem.keys itself.
 CREATE FUNCTION idem.reserve(key text, request jsonb DEFAULT NULL, scope text DEFAULT '',
                              lease interval DEFAULT NULL, ttl interval DEFAULT NULL)
 RETURNS idem.reservation
@@ -123,7 +127,7 @@ CREATE FUNCTION idem.forget(key text, scope text DEFAULT '')
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'idem_forget'
 LANGUAGE C VOLATILE PARALLEL UNSAFE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION idem.forget(text, text) IS
 'Delete an idempotency key in any state; true when it existed and had not expired';
@@ -148,7 +152,14 @@ REVOKE ALL ON FUNCTION idem.purge(integer) FROM PUBLIC;
 -- waiting for purge(), and how long the oldest live in-progress key has
 -- been held.  Measured at the start of the query (statement_timestamp()),
 -- not of the transaction, like the functions' wall clock.
-CREATE VIEW idem.key_stats AS
+--
+-- A role sees only the scopes it may use (src/privileges.c; the same rule
+-- in SQL): those matching a pattern of a grant of a role whose privileges it
+-- has; the owner of pg_idem (and a superuser) sees every scope.  The filter
+-- applies to groups, not rows (a condition with a subquery stays in
+-- HAVING), and the view is a security barrier, so that no condition or
+-- function of the caller's query sees a row of another scope first.
+CREATE VIEW idem.key_stats WITH (security_barrier) AS
 SELECT k.scope,
        k.state,
        pg_catalog.count(*) FILTER (WHERE k.expires_at OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp()) AS keys,
@@ -157,9 +168,14 @@ SELECT k.scope,
          FILTER (WHERE k.state OPERATOR(pg_catalog.=) 'in_progress'::idem.key_state
                  AND k.expires_at OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp()) AS oldest_in_progress_age
 FROM idem.keys AS k
-GROUP BY k.scope, k.state;
+GROUP BY k.scope, k.state
+HAVING (SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c
+         WHERE c.oid OPERATOR(pg_catalog.=) 'idem.grants'::pg_catalog.regclass)
+    OR EXISTS (SELECT FROM idem.grants g
+                WHERE pg_catalog.pg_has_role(CAST(g.role AS pg_catalog.oid), 'USAGE')
+                  AND (g.scopes IS NULL OR k.scope OPERATOR(pg_catalog.~~) ANY (g.scopes)));
 
 COMMENT ON VIEW idem.key_stats IS
-'Idempotency keys per scope and state: live keys, expired keys awaiting purge, age of the oldest live in-progress key';
+'Idempotency keys per scope and state (the scopes the current role may use): live keys, expired keys awaiting purge, age of the oldest live in-progress key';
 
 REVOKE ALL ON TABLE idem.key_stats FROM PUBLIC;

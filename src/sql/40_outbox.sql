@@ -58,6 +58,9 @@ CREATE TABLE idem.consumers (
     batch_opened_at   timestamptz,
     subscribed_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finished_at       timestamptz,           -- last finish_batch()
+    -- The role that subscribed it (0.2); only it and its members may use the
+    -- consumer.  NULL for a consumer from before 0.2: any role with a grant.
+    owner             regrole,
     CHECK ((window_snapshot IS NULL) = (window_done_id IS NULL)
            AND (window_snapshot IS NULL) = (window_last_id IS NULL)),
     CHECK ((batch_id IS NULL) = (batch_last_id IS NULL)),
@@ -66,6 +69,8 @@ CREATE TABLE idem.consumers (
 
 COMMENT ON TABLE idem.consumers IS
 'Outbox consumers: topic filter, finished snapshot, window cursor and open batch; written only by the outbox functions';
+COMMENT ON COLUMN idem.consumers.owner IS
+'Role that subscribed the consumer: only it and its members may read, finish, re-subscribe or unsubscribe it (NULL: created before 0.2, any role with a grant)';
 
 -- Batch ids are unique across consumers and incarnations of a consumer, so a
 -- stale relay can never finish somebody else's batch.
@@ -89,7 +94,13 @@ AS 'MODULE_PATHNAME', 'idem_emit'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 -- Not SECURITY DEFINER and no pinned search_path: emit() runs no SQL and
 -- looks nothing up through search_path (src/outbox_emit.c writes the row
--- directly, by OID), so EXECUTE is its only gate.
+-- directly, by OID), so EXECUTE and the caller's grant of the topic
+-- (src/privileges.c) are its only gates.
+--
+-- The consumer functions are not SECURITY DEFINER either: they check the
+-- current user (a consumer belongs to the role that subscribed it, and it
+-- may read only the topics granted to it), which under SECURITY DEFINER
+-- would be the owner; they run their SQL as the owner of idem.consumers.
 
 COMMENT ON FUNCTION idem.emit(text, jsonb, text, jsonb) IS
 'Write an event in the current transaction and notify channel idem_outbox on commit (while some session listens); returns the event id';
@@ -98,7 +109,7 @@ CREATE FUNCTION idem.subscribe(consumer text, topics text[] DEFAULT NULL,
                                from_start boolean DEFAULT false)
 RETURNS void
 AS 'MODULE_PATHNAME', 'idem_subscribe'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE C VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION idem.subscribe(text, text[], boolean) IS
@@ -107,7 +118,7 @@ COMMENT ON FUNCTION idem.subscribe(text, text[], boolean) IS
 CREATE FUNCTION idem.unsubscribe(consumer text)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'idem_unsubscribe'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE C VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION idem.unsubscribe(text) IS
@@ -117,7 +128,7 @@ CREATE FUNCTION idem.next_batch(consumer text, max_events integer DEFAULT 1000)
 RETURNS TABLE (batch_id bigint, id bigint, topic text, key text, payload jsonb,
                headers jsonb, created_at timestamptz)
 AS 'MODULE_PATHNAME', 'idem_next_batch'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER ROWS 1000
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1000
 SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION idem.next_batch(text, integer) IS
@@ -126,7 +137,7 @@ COMMENT ON FUNCTION idem.next_batch(text, integer) IS
 CREATE FUNCTION idem.finish_batch(consumer text, batch_id bigint)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'idem_finish_batch'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE C VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION idem.finish_batch(text, bigint) IS
@@ -154,13 +165,21 @@ REVOKE ALL ON FUNCTION idem.trim_outbox(integer) FROM PUBLIC;
 -- consumer's snapshot (an xid range, bounded above by the current snapshot so
 -- that the planner sees a narrow range) or were running then (its xip list):
 -- two index scans, however much finished history is retained.
-CREATE VIEW idem.consumer_lag AS
+--
+-- A role sees only the consumers it may use (src/privileges.c; the same rule
+-- in SQL): those of roles whose privileges it has, and those from before 0.2
+-- (no owner) if it has a grant; the owner of pg_idem (and a superuser) sees
+-- every consumer.  The filter is on idem.consumers alone, so it applies
+-- before the pending events are counted, and the view is a security
+-- barrier.
+CREATE VIEW idem.consumer_lag WITH (security_barrier) AS
 SELECT c.name AS consumer,
        c.topics,
        p.pending,
        pg_catalog.now() OPERATOR(pg_catalog.-) p.oldest AS oldest_pending_age,
        c.batch_id AS open_batch_id,
-       c.finished_at AS last_finished_at
+       c.finished_at AS last_finished_at,
+       c.owner
   FROM idem.consumers c
  CROSS JOIN LATERAL (
        SELECT pg_catalog.count(*) AS pending,
@@ -179,9 +198,15 @@ SELECT c.name AS consumer,
           AND (c.topics IS NULL OR e.topic OPERATOR(pg_catalog.=) ANY (c.topics))
           AND NOT COALESCE(c.window_snapshot IS NOT NULL
                            AND pg_catalog.pg_visible_in_snapshot(e.xid, c.window_snapshot)
-                           AND e.id OPERATOR(pg_catalog.<=) c.window_done_id, false)) p;
+                           AND e.id OPERATOR(pg_catalog.<=) c.window_done_id, false)) p
+ WHERE (SELECT pg_catalog.pg_has_role(r.relowner, 'USAGE') FROM pg_catalog.pg_class r
+         WHERE r.oid OPERATOR(pg_catalog.=) 'idem.grants'::pg_catalog.regclass)
+    OR pg_catalog.pg_has_role(CAST(c.owner AS pg_catalog.oid), 'USAGE')
+    OR (c.owner IS NULL
+        AND EXISTS (SELECT FROM idem.grants g
+                     WHERE pg_catalog.pg_has_role(CAST(g.role AS pg_catalog.oid), 'USAGE')));
 
 COMMENT ON VIEW idem.consumer_lag IS
-'Per consumer: committed events not finished yet and the age of the oldest of them';
+'Per consumer (those the current role may use): committed events not finished yet, the age of the oldest of them, and the owner';
 
 REVOKE ALL ON TABLE idem.consumer_lag FROM PUBLIC;

@@ -31,13 +31,19 @@ SELECT consumer, pending, oldest_pending_age IS NOT NULL AS has_age
   FROM idem.consumer_lag WHERE consumer = 'demo-ops-relay';
 SELECT idem.unsubscribe('demo-ops-relay');
 
--- An application role gets the functions and views, never the tables.
+-- An application role gets the functions and views, never the tables, and
+-- only the scopes and topics granted to it.
 CREATE ROLE demo_ops_app;
-SELECT idem.grant_usage('demo_ops_app');
+SELECT idem.grant_usage('demo_ops_app', scopes => ARRAY['demo-ops', 'demo-ops/%'],
+                        topics => ARRAY['demo-ops']);
 SET ROLE demo_ops_app;
 SELECT outcome FROM idem.reserve('demo-ops-2', NULL, 'demo-ops');
+SELECT outcome FROM idem.reserve('demo-ops-3', NULL, 'billing');
+SELECT idem.emit('billing', '{}');
+SELECT scope, state, keys FROM idem.key_stats;
 DELETE FROM idem.keys;
 SELECT * FROM idem.maintain();
 RESET ROLE;
+SELECT idem.revoke_usage('demo_ops_app');
 DROP OWNED BY demo_ops_app;
 DROP ROLE demo_ops_app;

@@ -118,13 +118,15 @@ SELECT is((SELECT count(*)::int FROM pg_proc
 ------------------------------------------------------------------------------
 -- Security: application roles act only through the functions.  The four
 -- hot-path functions write idem.keys from C by OID with no privilege check,
--- so they need no SECURITY DEFINER; forget and purge run SQL and do.
+-- so they need no SECURITY DEFINER; purge runs SQL and is.  forget runs SQL
+-- too, but it checks that its caller may use the scope (0.2): it runs as its
+-- caller and switches to the table's owner for its DELETE.
 ------------------------------------------------------------------------------
 SELECT isnt_definer('idem', 'reserve', ARRAY['text', 'jsonb', 'text', 'interval', 'interval'], 'reserve is not SECURITY DEFINER (runs no SQL)');
 SELECT isnt_definer('idem', 'complete', ARRAY['text', 'bigint', 'jsonb', 'integer', 'text'], 'complete is not SECURITY DEFINER (runs no SQL)');
 SELECT isnt_definer('idem', 'release', ARRAY['text', 'bigint', 'text'], 'release is not SECURITY DEFINER (runs no SQL)');
 SELECT isnt_definer('idem', 'checkpoint', ARRAY['text', 'bigint', 'text', 'jsonb', 'text', 'interval'], 'checkpoint is not SECURITY DEFINER (runs no SQL)');
-SELECT is_definer('idem', 'forget', ARRAY['text', 'text'], 'forget is SECURITY DEFINER');
+SELECT isnt_definer('idem', 'forget', ARRAY['text', 'text'], 'forget is not SECURITY DEFINER (it checks its caller''s scopes)');
 SELECT is_definer('idem', 'purge', ARRAY['integer'], 'purge is SECURITY DEFINER');
 
 -- forget and purge run SQL, so they pin search_path.  reserve, complete,

@@ -49,7 +49,7 @@ SELECT has_sequence('idem', 'outbox_batch_seq', 'batch ids come from a sequence'
 SELECT has_view('idem', 'consumer_lag', 'view idem.consumer_lag exists');
 SELECT columns_are('idem', 'consumer_lag',
                    ARRAY['consumer', 'topics', 'pending', 'oldest_pending_age',
-                         'open_batch_id', 'last_finished_at'],
+                         'open_batch_id', 'last_finished_at', 'owner'],
                    'consumer_lag columns');
 SELECT col_type_is('idem', 'consumer_lag', 'pending', 'bigint', 'consumer_lag.pending is bigint');
 SELECT col_type_is('idem', 'consumer_lag', 'oldest_pending_age', 'interval',
@@ -75,7 +75,7 @@ SELECT is((SELECT count(*)::int FROM pg_class
           'the outbox tables and view have explicit ACLs (not the defaults)');
 
 -- The functions: signature (with defaults), result, volatility, strictness,
--- security definer with a pinned search_path (all but emit), parallel
+-- definer rights (trim_outbox only) and a pinned search_path (all but emit), parallel
 -- safety, privileges.
 CREATE TEMP TABLE expected_fn (sig regprocedure, args text, result text);
 INSERT INTO expected_fn VALUES
@@ -101,10 +101,16 @@ SELECT is(p.provolatile::text, 'v', sig::text || ' is VOLATILE')
 SELECT is(p.proisstrict, false, sig::text || ' is not STRICT (NULL arguments raise 22004)')
   FROM expected_fn e JOIN pg_proc p ON p.oid = e.sig ORDER BY sig::text;
 -- emit() runs no SQL (it writes idem.outbox by OID from C): no definer
--- rights and no pinned search_path to pay for on every event.
-SELECT is(p.prosecdef, sig <> 'idem.emit(text,jsonb,text,jsonb)'::regprocedure,
+-- rights and no pinned search_path to pay for on every event.  The consumer
+-- functions check that their caller owns the consumer (0.2), so they run as
+-- their caller too, and switch to the table's owner for their SQL; only
+-- trim_outbox, the owner's, is SECURITY DEFINER.
+SELECT is(p.prosecdef, sig = 'idem.trim_outbox(integer)'::regprocedure,
           sig::text || CASE WHEN sig = 'idem.emit(text,jsonb,text,jsonb)'::regprocedure
-                            THEN ' is not SECURITY DEFINER (runs no SQL)' ELSE ' is SECURITY DEFINER' END)
+                            THEN ' is not SECURITY DEFINER (runs no SQL)'
+                            WHEN sig = 'idem.trim_outbox(integer)'::regprocedure
+                            THEN ' is SECURITY DEFINER'
+                            ELSE ' is not SECURITY DEFINER (it checks its caller)' END)
   FROM expected_fn e JOIN pg_proc p ON p.oid = e.sig ORDER BY sig::text;
 SELECT is(p.proconfig,
           CASE WHEN sig = 'idem.emit(text,jsonb,text,jsonb)'::regprocedure THEN NULL

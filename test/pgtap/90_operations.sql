@@ -1,7 +1,7 @@
 -- Operations contract (SPEC.md section 4): maintain(), grant_usage(), the
 -- views, the settings, and the privilege model of every object.
 BEGIN;
-SELECT plan(41);
+SELECT plan(67);
 
 -- idem.maintain()
 SELECT has_function('idem', 'maintain', ARRAY[]::text[], 'idem.maintain() exists');
@@ -15,16 +15,38 @@ SELECT results_eq('SELECT task FROM idem.maintain() ORDER BY task',
                   ARRAY['expired_keys', 'outbox_events'],
                   'idem.maintain() reports one row per task');
 
--- idem.grant_usage(regrole)
-SELECT has_function('idem', 'grant_usage', ARRAY['regrole'], 'idem.grant_usage(regrole) exists');
-SELECT function_returns('idem', 'grant_usage', ARRAY['regrole'], 'void',
-                        'idem.grant_usage(regrole) returns void');
-SELECT isnt_definer('idem', 'grant_usage', ARRAY['regrole'],
+-- idem.grant_usage(regrole, text[], text[]) (0.2: scope and topic patterns)
+SELECT has_function('idem', 'grant_usage', ARRAY['regrole', 'text[]', 'text[]'],
+                    'idem.grant_usage(regrole, text[], text[]) exists');
+SELECT hasnt_function('idem', 'grant_usage', ARRAY['regrole'],
+                      'the 0.1 idem.grant_usage(regrole) is gone (the new one has defaults)');
+SELECT is(pg_get_function_arguments('idem.grant_usage(regrole,text[],text[])'::regprocedure),
+          'role regrole, scopes text[] DEFAULT NULL::text[], topics text[] DEFAULT NULL::text[]',
+          'idem.grant_usage(role, scopes DEFAULT NULL, topics DEFAULT NULL)');
+SELECT function_returns('idem', 'grant_usage', ARRAY['regrole', 'text[]', 'text[]'], 'void',
+                        'idem.grant_usage() returns void');
+SELECT isnt_definer('idem', 'grant_usage', ARRAY['regrole', 'text[]', 'text[]'],
                     'idem.grant_usage() runs with its caller''s rights');
-SELECT isnt_strict('idem', 'grant_usage', ARRAY['regrole'],
+SELECT isnt_strict('idem', 'grant_usage', ARRAY['regrole', 'text[]', 'text[]'],
                    'idem.grant_usage() is not STRICT (a NULL role is an error)');
 SELECT throws_ok('SELECT idem.grant_usage(NULL)', '22004', 'role must not be null',
                  'idem.grant_usage(NULL) raises 22004');
+SELECT has_function('idem', 'revoke_usage', ARRAY['regrole'], 'idem.revoke_usage(regrole) exists');
+SELECT function_returns('idem', 'revoke_usage', ARRAY['regrole'], 'boolean',
+                        'idem.revoke_usage() returns boolean');
+SELECT isnt_definer('idem', 'revoke_usage', ARRAY['regrole'],
+                    'idem.revoke_usage() runs with its caller''s rights');
+
+-- idem.grants: what each role may use
+SELECT has_table('idem', 'grants', 'table idem.grants exists');
+SELECT columns_are('idem', 'grants', ARRAY['role', 'scopes', 'topics', 'granted_at'],
+                   'idem.grants: role, scope patterns, topic patterns, when');
+SELECT col_type_is('idem', 'grants', 'role', 'regrole',
+                   'idem.grants.role is a regrole (pg_dump writes it by name)');
+SELECT col_is_pk('idem', 'grants', 'role', 'one row per role');
+SELECT has_trigger('idem', 'grants', 'grants_changed',
+                   'a change of idem.grants invalidates the cached rights');
+SELECT col_type_is('idem', 'consumers', 'owner', 'regrole', 'a consumer has an owner role');
 
 -- Views
 SELECT has_view('idem', 'key_stats', 'view idem.key_stats exists');
@@ -34,8 +56,14 @@ SELECT columns_are('idem', 'key_stats',
                    'idem.key_stats: per scope and state, counts and the oldest in-progress age');
 SELECT columns_are('idem', 'consumer_lag',
                    ARRAY['consumer', 'topics', 'pending', 'oldest_pending_age',
-                         'open_batch_id', 'last_finished_at'],
-                   'idem.consumer_lag: per consumer, pending events and the age of the oldest');
+                         'open_batch_id', 'last_finished_at', 'owner'],
+                   'idem.consumer_lag: per consumer, pending events, the age of the oldest, the owner');
+SELECT set_eq($$
+    SELECT c.relname::text FROM pg_class c
+     WHERE c.relnamespace = 'idem'::regnamespace AND c.relkind = 'v'
+       AND c.reloptions @> ARRAY['security_barrier=true'] $$,
+    ARRAY['key_stats', 'consumer_lag'],
+    'both views are security barriers (they show a role only its own scopes and consumers)');
 
 -- Settings
 SELECT throws_ok('SET LOCAL idem.lease = ''0''', '22023', NULL, 'idem.lease = 0 is refused');
@@ -75,7 +103,7 @@ SELECT set_eq($$
      WHERE p.pronamespace = 'idem'::regnamespace
        AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false) $$,
     ARRAY['fingerprint', 'version_guard', 'reserve', 'complete', 'release', 'checkpoint', 'emit',
-          'invariant_touch'],
+          'invariant_touch', 'grants_changed'],
     'every function pins search_path = pg_catalog, pg_temp, except those that run no SQL');
 SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -86,10 +114,8 @@ SELECT is_empty($$
 SELECT set_eq($$
     SELECT p.proname::text FROM pg_proc p
      WHERE p.pronamespace = 'idem'::regnamespace AND p.prosecdef $$,
-    ARRAY['forget', 'purge',
-          'subscribe', 'unsubscribe', 'next_batch', 'finish_batch', 'trim_outbox',
-          'maintain', 'invariant_sql_drop', 'invariant_ddl_end'],
-    'exactly the functions that write idem tables through SQL are SECURITY DEFINER');
+    ARRAY['purge', 'trim_outbox', 'maintain', 'invariant_sql_drop', 'invariant_ddl_end'],
+    'exactly the owner''s functions that write idem tables through SQL are SECURITY DEFINER (those of application roles check their caller)');
 SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_proc p
      WHERE p.pronamespace = 'idem'::regnamespace
@@ -105,7 +131,8 @@ SELECT is_empty($$
 SELECT set_eq($$
     SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'pg_idem' $$,
     ARRAY['idem.keys', 'idem.key_token_seq', 'idem.outbox', 'idem.outbox_id_seq',
-          'idem.consumers', 'idem.outbox_batch_seq', 'idem.invariant', 'idem.invariant_watch'],
+          'idem.consumers', 'idem.outbox_batch_seq', 'idem.invariant', 'idem.invariant_watch',
+          'idem.grants'],
     'every table and counter holding user data is kept by pg_dump');
 
 -- Versioned install script; upgrades go through ALTER EXTENSION ... UPDATE.
@@ -124,7 +151,7 @@ SELECT set_eq($$
      WHERE p.pronamespace = 'idem'::regnamespace
        AND has_function_privilege('regress_tap_app', p.oid, 'EXECUTE') $$,
     ARRAY['reserve', 'complete', 'release', 'checkpoint', 'forget', 'fingerprint',
-          'emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch'],
+          'emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch', 'check_invariants'],
     'grant_usage: EXECUTE on the key, outbox and consumer functions, nothing else');
 SELECT set_eq($$
     SELECT c.relname::text FROM pg_class c
@@ -155,6 +182,48 @@ SELECT throws_ok($$INSERT INTO idem.keys (scope, key, state, ttl, created_at, up
 SELECT throws_ok('DELETE FROM idem.outbox', '42501', NULL, 'nor delete from idem.outbox');
 SELECT throws_ok('SELECT * FROM idem.maintain()', '42501', NULL, 'nor run idem.maintain()');
 RESET ROLE;
+
+-- Least privilege (0.2): two services, each on its own scopes, topics and
+-- consumers (sql/ops_least_privilege.sql tries every function).
+CREATE ROLE regress_tap_a;
+CREATE ROLE regress_tap_b;
+SELECT idem.grant_usage('regress_tap_a', scopes => ARRAY['billing', 'billing/%'],
+                        topics => ARRAY['billing%']);
+SELECT idem.grant_usage('regress_tap_b', scopes => ARRAY['shipping'], topics => ARRAY['shipping']);
+SELECT set_eq($$SELECT role::text || ' ' || coalesce(scopes::text, 'all') || ' ' || coalesce(topics::text, 'all')
+                  FROM idem.grants WHERE role::text LIKE 'regress_tap_%'$$,
+              ARRAY['regress_tap_app all all', 'regress_tap_a {billing,billing/%} {billing%}',
+                    'regress_tap_b {shipping} {shipping}'],
+              'grant_usage() writes one row per role; no patterns is every scope and topic');
+SET LOCAL ROLE regress_tap_a;
+SELECT lives_ok($$SELECT idem.reserve('charge-1', '{}', 'billing/eu')$$, 'a role reserves in a granted scope');
+SELECT lives_ok($$SELECT idem.subscribe('tap-billing-relay', ARRAY['billing'])$$,
+                'a role subscribes a consumer of granted topics');
+SELECT lives_ok($$SELECT idem.emit('billing', '{}')$$, 'a role emits to a granted topic');
+SET LOCAL ROLE regress_tap_b;
+SELECT throws_ok($$SELECT idem.reserve('charge-1', '{}', 'billing/eu')$$, '42501',
+                 'permission denied for idempotency scope "billing/eu"',
+                 'another role may not reserve in that scope');
+SELECT throws_ok($$SELECT idem.forget('charge-1', 'billing/eu')$$, '42501',
+                 'permission denied for idempotency scope "billing/eu"',
+                 'nor forget its keys');
+SELECT throws_ok($$SELECT idem.emit('billing', '{}')$$, '42501',
+                 'permission denied for outbox topic "billing"', 'nor emit to its topic');
+SELECT throws_ok($$SELECT * FROM idem.next_batch('tap-billing-relay')$$, '42501',
+                 'permission denied for outbox consumer "tap-billing-relay"', 'nor read its consumer');
+SELECT throws_ok($$SELECT idem.unsubscribe('tap-billing-relay')$$, '42501',
+                 'permission denied for outbox consumer "tap-billing-relay"', 'nor unsubscribe it');
+SELECT is_empty($$SELECT FROM idem.key_stats WHERE scope = 'billing/eu'$$,
+                'idem.key_stats does not show it the other role''s scope');
+SELECT is_empty($$SELECT FROM idem.consumer_lag WHERE consumer = 'tap-billing-relay'$$,
+                'idem.consumer_lag does not show it the other role''s consumer');
+RESET ROLE;
+SELECT is((SELECT owner::text FROM idem.consumer_lag WHERE consumer = 'tap-billing-relay'),
+          'regress_tap_a', 'the owner of pg_idem sees every consumer, and who owns it');
+SELECT ok(idem.revoke_usage('regress_tap_a'), 'revoke_usage() takes a grant back');
+SELECT ok(NOT has_function_privilege('regress_tap_a', 'idem.reserve(text,jsonb,text,interval,interval)', 'EXECUTE')
+          AND NOT EXISTS (SELECT FROM idem.grants WHERE role = 'regress_tap_a'::regrole),
+          'with the functions and the row of idem.grants');
 
 SELECT * FROM finish();
 ROLLBACK;

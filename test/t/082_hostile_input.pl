@@ -956,6 +956,40 @@ as_role('hostile_nobody', 'reserve without grant_usage', q{(idem.reserve('nobody
 as_role('hostile_nobody', 'emit without grant_usage', q{idem.emit('x', '{}')}, ['42501']);
 as_role('hostile_nobody', 'next_batch without grant_usage', q{(SELECT count(*) FROM idem.next_batch('x'))}, ['42501']);
 
+# grant_usage()'s scope and topic patterns (0.2): a refused call changes no
+# grant (idem.grants is in the snapshot); an accepted one stores the
+# patterns verbatim.  chr(92) is a backslash, LIKE's escape character.  The
+# last case gives hostile_app every scope and topic back.
+my $app_grant = q{(SELECT ROW(g.scopes, g.topics) FROM idem.grants AS g
+                    WHERE g.role = 'hostile_app'::regrole)};
+for my $p (
+	[ 'NULL scope pattern', q{scopes => ARRAY['a', NULL]}, ['22004'] ],
+	[ 'NULL topic pattern', q{topics => ARRAY[NULL]::text[]}, ['22004'] ],
+	[ 'two-dimensional patterns', q{scopes => ARRAY[['a'], ['b']]}, ['22023'] ],
+	[ '511-byte pattern', q{scopes => ARRAY[repeat('x', 511)]}, ['22001'] ],
+	[ '1 MB pattern', q{topics => ARRAY[repeat('x', 1048576)]}, ['22001'] ],
+	[ 'pattern ending with an escape', q{scopes => ARRAY['x' || chr(92)]}, ['22025'] ],
+	[ 'pattern ending with three escapes', q{topics => ARRAY['x' || repeat(chr(92), 3)]}, ['22025'] ],
+	[ 'empty topic pattern', q{topics => ARRAY['']}, ['22023'] ],
+	[ 'empty arrays', q{scopes => '{}', topics => '{}'}, ['OK'],
+		q{ROW('{}'::text[], '{}'::text[])} ],
+	[ 'quotes, semicolons, wildcards and an escaped backslash',
+		q{scopes => ARRAY[$$a'; DROP TABLE app_owned; --$$, '%' || chr(92) || '_"', repeat(chr(92), 2)],
+		  topics => ARRAY['_']},
+		['OK'],
+		q{ROW(ARRAY[$$a'; DROP TABLE app_owned; --$$, '%' || chr(92) || '_"', repeat(chr(92), 2)],
+		      ARRAY['_'])} ],
+	[ '510-byte pattern', q{scopes => ARRAY[repeat('x', 510)]}, ['OK'],
+		q{ROW(ARRAY[repeat('x', 510)], NULL::text[])} ],
+	[ 'no patterns: every scope and topic', q{scopes => NULL}, ['OK'],
+		q{ROW(NULL::text[], NULL::text[])} ])
+{
+	my ($desc, $args, $allow, $want) = @$p;
+	add_case(fn => 'grant_usage', desc => "patterns: $desc", allow => $allow,
+		call => "idem.grant_usage('hostile_app', $args) IS NULL",
+		check => [ defined $want ? "SELECT $app_grant IS NOT DISTINCT FROM $want" : 'SELECT true' ]);
+}
+
 # A caller's search_path puts look-alike now(), clock_timestamp(),
 # nextval() and a text = that is always true ahead of pg_catalog: pinned
 # functions must not see them.  If they did, the new key would replay
