@@ -287,7 +287,8 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    -- The application-facing functions: keys, outbox, consumers.  Not purge,
+    -- The application-facing functions: keys, outbox, consumers, and the
+    -- early invariant check.  Not purge,
     -- maintain, enforce_version, unenforce_version, grant_usage or
     -- revoke_usage.
     app_functions CONSTANT name[] := ARRAY[
