@@ -78,6 +78,10 @@ HOT_CLIENTS=64
 EXISTING_KEYS=${EXISTING_KEYS:-100000}	# completed keys the 10% retries pick from
 ACCOUNTS=100000		# rows in each version-checked table
 STOCK_ITEMS=10000	# items (of 4 lots each) in each invariant-checked table
+LEDGER_ACCOUNTS=100000	# accounts of each ledger table (one opening entry each)
+WS_CLIENTS=32		# write-skew clients (workloads/writeskew.pl), on
+WS_HOT=4		# ... this many hot shifts, spread WS_STRIDE apart over
+WS_STRIDE=250		# ... the 1000 shifts of each on-call table
 
 # idem_setup, in its three steps, so that the time budget starts once the
 # machine lock is ours (another checkout may hold it for a while).
@@ -174,6 +178,19 @@ load_data() {
 	[ -z "$HAS_INVARIANTS" ] || sql1 "SELECT idem.enforce_invariant('bench_stock_range',
 		'SELECT sum(qty) BETWEEN 0 AND 1000000000 FROM bench.stock_idem WHERE item = \$1',
 		'{\"bench.stock_idem\": [\"item\"]}')" >/dev/null
+	for t in ledger_plain ledger_plpgsql ledger_idem; do
+		sql1 "INSERT INTO bench.$t SELECT g, 1000 FROM generate_series(1, $LEDGER_ACCOUNTS) g"
+	done
+	[ -z "$HAS_INVARIANTS" ] || sql1 "SELECT idem.enforce_invariant('bench_ledger_balance',
+		'SELECT sum(amount) >= 0 FROM bench.ledger_idem WHERE account = \$1',
+		'{\"bench.ledger_idem\": [\"account\"]}')" >/dev/null
+	for t in oncall_idem oncall_ser oncall_none; do
+		# two doctors on duty per shift, eight off
+		sql1 "INSERT INTO bench.$t SELECT s, d, d <= 2 FROM generate_series(1, 1000) s, generate_series(1, 10) d"
+	done
+	[ -z "$HAS_INVARIANTS" ] || sql1 "SELECT idem.enforce_invariant('bench_oncall',
+		'SELECT count(*) >= 1 FROM bench.oncall_idem WHERE shift = \$1 AND on_duty',
+		'{\"bench.oncall_idem\": [\"shift\"]}')" >/dev/null
 	psqlq -c "VACUUM ANALYZE" -c "CHECKPOINT"
 }
 
@@ -308,6 +325,9 @@ cpu_delta() {
 
 # Table row: | label | TPS | mean | p99 | comparison |
 #   row ID LABEL [BASELINE_ID:NAME:TARGET ...]
+# TARGET is a minimum TPS ratio ("0.9"), or "<=1.15": a maximum cost, the
+# cost being the inverse of the paired TPS ratio (the CPU/tx difference is
+# shown beside it).
 TARGETS="$W/targets.tsv"
 : >"$TARGETS"
 row() {
@@ -319,6 +339,17 @@ row() {
 		r=$(ratio "$id" "$b")
 		[ -n "$r" ] || continue
 		verdict=""
+		if [[ "$target" == '<='* ]]; then
+			r=$(awk -v r="${r%x}" 'BEGIN {printf "%.2fx", 1 / r}')
+			if awk -v r="${r%x}" -v t="${target#<=}" 'BEGIN {exit !(r <= t + 0.0005)}'; then
+				verdict=" (target cost ≤ ${target#<=}x: met)"
+			else
+				verdict=" (target cost ≤ ${target#<=}x: **missed**)"
+			fi
+			printf '%s\t%s\t%s\t%s\t%s\n' "${id%%.*}" "$label" "$name (cost)" "$r" "$target" >>"$TARGETS"
+			cmp+="${cmp:+; }cost $r $name$(cpu_delta "$id" "$b" | sed 's/^./ (CPU\/tx &/; s/$/)/')$verdict"
+			continue
+		fi
 		if [ -n "$target" ]; then
 			if awk -v r="${r%x}" -v t="$target" 'BEGIN {exit !(r + 0.0005 >= t)}'; then
 				verdict=" (target ≥ ${target}: met)"
@@ -418,6 +449,97 @@ section_invariants() {
 	step "[$p] invariants: UPDATE of one lot, the item's total checked at commit"
 	run_group "$p" "$mode" $CLIENTS "inv_plain=invariant_plain.sql" "inv_plpgsql=invariant_plpgsql.sql" \
 		"inv_plpgsql_lock=invariant_plpgsql_lock.sql" "inv_idem=$(pick "$HAS_INVARIANTS" invariant_idem.sql)"
+	step "[$p] invariants: single-row INSERT into a ledger, the account's balance checked at commit"
+	run_group "$p" "$mode" $CLIENTS "ins_plain=ledger_plain.sql" "ins_plpgsql=ledger_plpgsql.sql" \
+		"ins_idem=$(pick "$HAS_INVARIANTS" ledger_idem.sql)"
+	step "[$p] invariants: write skew, $WS_CLIENTS clients on $WS_HOT hot shifts"
+	section_writeskew "$p"
+}
+
+# Contended write skew (workloads/writeskew.pl, not pgbench: see there).
+# Interleaved rounds like run_group; per round the committed business
+# transactions per second, the server CPU per committed transaction, and
+# the rejected (ID030) requests and 40001 retries; after the rounds, the
+# violations: shifts with nobody on duty now, plus reads of such a shift
+# that business transactions recorded during the run.
+declare -A WS_REJ WS_RETRY WS_VIOL
+section_writeskew() {
+	local p=$1 r v id t0 t1 out i order vars=()
+	if [ -n "$HAS_INVARIANTS" ]; then vars+=(idem); else STATUS[$p.ws_idem]=missing; fi
+	vars+=(ser none)
+	for v in idem ser none; do rm -f "$W/$p.ws_$v.tps" "$W/$p.ws_$v.cpu" "$W/$p.ws_$v.counts"; done
+	for ((r = 1; r <= ROUNDS; r++)); do
+		order=("${vars[@]}")
+		if ((r % 2 == 0)); then
+			order=()
+			for ((i = ${#vars[@]} - 1; i >= 0; i--)); do order+=("${vars[$i]}"); done
+		fi
+		for v in "${order[@]}"; do
+			id="$p.ws_$v"
+			[ "${STATUS[$id]:-}" != error ] || continue
+			local variant=$v
+			[ "$v" != ser ] || variant=serializable
+			t0=$(server_ticks)
+			cut -d' ' -f1 /proc/loadavg >>"$W/load.samples"
+			if ! out=$(perl "$WL/writeskew.pl" "$variant" "oncall_$v" $WS_CLIENTS "$DUR" $WS_HOT $WS_STRIDE 2>&1); then
+				STATUS[$id]=error
+				NOTE[$id]=$(echo "$out" | grep -m1 . | cut -c1-160)
+				echo "   $id: ERROR: ${NOTE[$id]}"
+				continue
+			fi
+			sleep 0.2
+			t1=$(server_ticks)
+			local committed rejected retries secs
+			read -r committed rejected retries secs <<<"$(echo "$out" | tail -n1)"
+			awk -v c="$committed" -v s="$secs" 'BEGIN {print c / s}' >>"$W/$id.tps"
+			echo "$((t1 - t0)) $committed" >>"$W/$id.cpu"
+			echo "$rejected $retries $committed" >>"$W/$id.counts"
+			printf '   %-28s %10.0f committed/s %6d rejected %6d retries %8.1f µs server CPU/committed tx\n' "$id" \
+				"$(tail -n1 "$W/$id.tps")" "$rejected" "$retries" \
+				"$(awk -v t=$((t1 - t0)) -v n="$committed" -v u=$TICK_US 'BEGIN {print (n > 0) ? t * u / n : 0}')"
+		done
+	done
+	for v in idem ser none; do
+		id="$p.ws_$v"
+		[ -s "$W/$id.tps" ] || continue
+		[ "${STATUS[$id]:-}" != error ] || continue
+		TPS[$id]=$(median <"$W/$id.tps")
+		CPU[$id]=$(awk -v u=$TICK_US '{t += $1; n += $2} END {printf "%.1f", (n > 0) ? t * u / n : 0}' "$W/$id.cpu")
+		read -r WS_REJ[$id] WS_RETRY[$id] < <(awk '{a += $1; b += $2; c += $3} END {
+			printf "%.1f%% %.2f\n", (a + c) ? 100 * a / (a + c) : 0, c ? b / c : 0}' "$W/$id.counts")
+		WS_VIOL[$id]=$(sql1 "SELECT (SELECT count(*) FROM bench.oncall_empty_seen WHERE tbl = 'oncall_$v')
+		                          + (SELECT count(*) FROM (SELECT shift FROM bench.oncall_$v GROUP BY shift
+		                                                    HAVING count(*) FILTER (WHERE on_duty) < 1) x)")
+		STATUS[$id]=ok
+	done
+}
+
+# | label | committed/s | rejected | retries per commit | violations | CPU | vs baseline |
+ws_row() {
+	local id=$1 label=$2 base=${3:-} target=${4:-} cmp="" r verdict=""
+	case "${STATUS[$id]:-}" in
+	missing) say "| $label | not implemented | | | | | |"; return 0 ;;
+	error) say "| $label | error | | | | | ${NOTE[$id]:-} |"; return 0 ;;
+	ok) ;;
+	*) return 0 ;;
+	esac
+	if [ -n "$base" ] && r=$(ratio "$id" "$base") && [ -n "$r" ]; then
+		if [ -n "$target" ]; then
+			if awk -v r="${r%x}" -v t="$target" 'BEGIN {exit !(r + 0.0005 >= t)}'; then
+				verdict=" (target ≥ ${target}: met)"
+			else
+				verdict=" (target ≥ ${target}: **missed**)"
+			fi
+			[ "${WS_VIOL[$id]}" = 0 ] && [ "${WS_VIOL[$base]}" = 0 ] ||
+				verdict=" (target ≥ ${target} at zero violations: **missed**, violations)"
+			printf '%s\t%s\t%s\t%s\t%s\n' "${id%%.*}" "invariants: write skew, $WS_CLIENTS clients on $WS_HOT hot groups, committed/s (violations: ${WS_VIOL[$id]} vs ${WS_VIOL[$base]}) — $label" \
+				"SERIALIZABLE + retries" "$r" "$target" >>"$TARGETS"
+		fi
+		local cpud; cpud=$(cpu_delta "$id" "$base")
+		cmp="$r SERIALIZABLE + retries${cpud:+ (CPU/committed tx $cpud)}$verdict"
+	fi
+	printf '| %s | %.0f | %s | %s | %s | %s | %s |\n' "$label" "${TPS[$id]}" "${WS_REJ[$id]}" \
+		"${WS_RETRY[$id]}" "${WS_VIOL[$id]}" "${CPU[$id]}" "$cmp" | tee -a "$REPORT"
 }
 
 report_invariants() {
@@ -427,6 +549,23 @@ report_invariants() {
 	row "$p.inv_plpgsql_lock" "invariants: UPDATE, PL/pgSQL deferred trigger + advisory lock (baseline, right at READ COMMITTED only)"
 	row "$p.inv_idem" "invariants: UPDATE, **idem.enforce_invariant**" \
 		"$p.inv_plain:unchecked:" "$p.inv_plpgsql:PL/pgSQL trigger:" "$p.inv_plpgsql_lock:PL/pgSQL trigger + lock:"
+	row "$p.ins_plain" "invariants: single-row INSERT into a ledger, no check (baseline)"
+	row "$p.ins_plpgsql" "invariants: single-row INSERT into a ledger, PL/pgSQL deferred trigger (baseline, racy)"
+	row "$p.ins_idem" "invariants: single-row INSERT into a ledger, **idem.enforce_invariant**" \
+		"$p.ins_plpgsql:PL/pgSQL trigger:<=1.15" "$p.ins_plain:unchecked:"
+}
+
+report_writeskew() {
+	local p=$1
+	[ -n "${STATUS[$p.ws_ser]:-}" ] || return 0
+	say ""
+	say "Contended write skew (bench/workloads/writeskew.pl): $WS_CLIENTS clients, $WS_HOT hot shifts of 10 doctors, each business transaction reads its shift and takes one doctor off (2 or more on duty) or puts one on; rule: at least one on duty. Committed business transactions per second, median of $ROUNDS interleaved round(s) of ${DUR}s; rejected = requests refused with ID030 (not retried); retries = 40001 retries per committed transaction; violations = shifts with nobody on duty at the end + business transactions that read such a shift during the run."
+	say ""
+	say "| write skew | committed/s | rejected | retries/commit | violations | server CPU µs/committed tx | vs baseline |"
+	say "|---|---:|---:|---:|---:|---:|---|"
+	ws_row "$p.ws_ser" "no invariant, SERIALIZABLE, retry on 40001 (baseline)"
+	ws_row "$p.ws_none" "no invariant, READ COMMITTED (reference: unprotected)"
+	ws_row "$p.ws_idem" "**idem.enforce_invariant**, READ COMMITTED" "$p.ws_ser" 2
 }
 
 # A relay listening on idem_outbox for the duration of one group: it
@@ -828,6 +967,7 @@ for fs in $PASSES; do
 		! want outbox || report_outbox "$p"
 		! want invariants || report_invariants "$p"
 	fi
+	! want invariants || report_writeskew "$p"
 	! want drain || report_drain "$p"
 done
 
@@ -863,8 +1003,14 @@ if [ -s "$TARGETS" ]; then
 	say "| pass | pg_idem workload | baseline | ratio | target | |"
 	say "|---|---|---|---:|---:|---|"
 	while IFS=$'\t' read -r pass label base r target; do
-		if awk -v r="${r%x}" -v t="$target" 'BEGIN {exit !(r + 0.0005 >= t)}'; then v=met; else v="**missed**"; fi
-		say "| $pass | $(echo "$label" | sed 's/\*\*//g') | $base | $r | ≥ $target | $v |"
+		if [[ "$target" == '<='* ]]; then
+			if awk -v r="${r%x}" -v t="${target#<=}" 'BEGIN {exit !(r <= t + 0.0005)}'; then v=met; else v="**missed**"; fi
+			target="≤ ${target#<=}x (cost)"
+		else
+			if awk -v r="${r%x}" -v t="$target" 'BEGIN {exit !(r + 0.0005 >= t)}'; then v=met; else v="**missed**"; fi
+			target="≥ $target"
+		fi
+		say "| $pass | $(echo "$label" | sed 's/\*\*//g') | $base | $r | $target | $v |"
 	done <"$TARGETS"
 fi
 

@@ -289,6 +289,67 @@ CREATE CONSTRAINT TRIGGER stock_check AFTER INSERT OR UPDATE ON bench.stock_plpg
 	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bench.pl_stock_check_locked();
 
 ------------------------------------------------------------------------------
+-- Invariants on INSERT: an append-only ledger, three identical tables; the
+-- rule: an account's balance (the sum of its entries) stays >= 0.  Each
+-- account starts with one entry of 1000 and gets entries of -10..10, so the
+-- rule always holds (the cost of checking, not of failing).  The sum is an
+-- index scan on (account).
+--   ledger_plain    no check
+--   ledger_plpgsql  a PL/pgSQL constraint trigger, AFTER INSERT FOR EACH ROW,
+--                   DEFERRABLE INITIALLY DEFERRED, summing the account at
+--                   commit: what is usually written (racy: two withdrawals
+--                   can both pass)
+--   ledger_idem     idem.enforce_invariant with the same query (installed by
+--                   run.sh when available)
+------------------------------------------------------------------------------
+CREATE TABLE bench.ledger_plain (
+	account integer NOT NULL,
+	amount  bigint NOT NULL
+);
+CREATE INDEX ON bench.ledger_plain (account);
+CREATE TABLE bench.ledger_plpgsql (LIKE bench.ledger_plain INCLUDING ALL);
+CREATE TABLE bench.ledger_idem (LIKE bench.ledger_plain INCLUDING ALL);
+
+CREATE FUNCTION bench.pl_ledger_check() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF NOT (SELECT sum(amount) >= 0 FROM bench.ledger_plpgsql WHERE account = NEW.account) THEN
+		RAISE EXCEPTION 'balance of account % would be negative', NEW.account USING ERRCODE = 'ID030';
+	END IF;
+	RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER ledger_check AFTER INSERT ON bench.ledger_plpgsql
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bench.pl_ledger_check();
+
+------------------------------------------------------------------------------
+-- Invariants under contention (workloads/writeskew.pl): on-call doctors, 1000
+-- shifts of 10 doctors, of which a few hot shifts get every request; the
+-- rule: every shift has at least one doctor on duty.  Same table three times:
+--   oncall_idem  idem.enforce_invariant, clients at READ COMMITTED
+--   oncall_ser   no check; every transaction SERIALIZABLE, retried on 40001
+--   oncall_none  no check, READ COMMITTED (reference: write skew happens)
+-- The primary key (shift, doctor) serves the per-shift read, so SSI takes
+-- page-level predicate locks, not a relation lock.
+-- oncall_empty_seen: a business transaction that reads a shift with nobody on
+-- duty (a committed violation) records it here.
+------------------------------------------------------------------------------
+CREATE TABLE bench.oncall_idem (
+	shift   integer NOT NULL,
+	doctor  integer NOT NULL,
+	on_duty boolean NOT NULL,
+	PRIMARY KEY (shift, doctor)
+);
+CREATE TABLE bench.oncall_ser (LIKE bench.oncall_idem INCLUDING ALL);
+CREATE TABLE bench.oncall_none (LIKE bench.oncall_idem INCLUDING ALL);
+CREATE TABLE bench.oncall_empty_seen (
+	tbl     text NOT NULL,
+	shift   integer NOT NULL,
+	seen_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+------------------------------------------------------------------------------
 -- Outbox without pg_idem: a table with the same columns as idem.outbox
 -- (identity id, topic, key, payload, headers, created_at, writing xid).
 ------------------------------------------------------------------------------
