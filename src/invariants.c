@@ -402,6 +402,8 @@ static void run_ddl_as_owner(const char *sql);
 static char *qualified_name(Oid relid);
 static bool find_our_trigger(Oid relid, const char *tgname, bool *is_clone);
 static void ensure_triggers(Oid relid);
+static bool attached_partition_has_rows(Oid parent);
+static Oid	rel_owner(Oid relid);
 static void ensure_truncate_triggers(Oid relid);
 static void drop_triggers(Oid relid);
 static void sync_triggers(List *old_relids);
@@ -2336,7 +2338,30 @@ ensure_triggers(Oid relid)
 								  quote_identifier(ROW_TRIGGER),
 								  qualified_name(relid)));
 	}
+
+	/*
+	 * PostgreSQL checks EXECUTE on the function of every trigger it clones
+	 * onto a partition the table's owner creates or attaches: without it a
+	 * non-superuser owner could no longer partition its table.  The
+	 * function does nothing unless fired as this trigger.
+	 */
+	run_ddl_as_owner(psprintf("GRANT EXECUTE ON FUNCTION idem.invariant_touch() TO %s",
+							  quote_identifier(GetUserNameFromId(rel_owner(relid), false))));
 	ensure_truncate_triggers(relid);
+}
+
+/* The owner of a relation. */
+static Oid
+rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "pg_idem: cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
 }
 
 /*
@@ -2565,6 +2590,19 @@ idem_enforce_invariant(PG_FUNCTION_ARGS)
 								i + 1, format_type_be(first->types[i]), first->given,
 								format_type_be(w->types[i]), w->given),
 						 errdetail("$%d has one type in every watched table.", i + 1)));
+			else if (w->collations[i] != first->collations[i])
+
+				/*
+				 * The group locks hash with one collation: values one
+				 * collation calls equal and the other does not would take
+				 * different locks for one group (review finding).
+				 */
+				ereport(ERROR,
+						(errcode(ERRCODE_COLLATION_MISMATCH),
+						 errmsg("group column %d has another collation in \"%s\" than in \"%s\"",
+								i + 1, w->given, first->given),
+						 errdetail("$%d has one collation in every watched table.", i + 1),
+						 errhint("Give the group columns the same collation.")));
 	}
 	memcpy(types, ((WatchSpec *) linitial(specs))->types, sizeof(Oid) * nparams);
 
@@ -2985,6 +3023,118 @@ new_partitions(void)
 }
 
 /*
+ * Does a partition attached to parent in this transaction have rows?  The
+ * subcommand names it by a RangeVar that this function's pinned
+ * search_path cannot resolve, so the partitions whose pg_inherits row this
+ * transaction wrote are looked at instead (a partition created here too is
+ * looked at; CREATE ... PARTITION OF makes an empty one).
+ */
+static bool
+attached_partition_has_rows(Oid parent)
+{
+	Relation	inh = table_open(InheritsRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	List	   *children = NIL;
+	ListCell   *lc;
+	bool		has_rows = false;
+
+	ScanKeyInit(&key, Anum_pg_inherits_inhparent, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(parent));
+	scan = systable_beginscan(inh, InheritsParentIndexId, true, NULL, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		if (TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data)))
+			children = lappend_oid(children, ((Form_pg_inherits) GETSTRUCT(tup))->inhrelid);
+	systable_endscan(scan);
+	table_close(inh, AccessShareLock);
+
+	foreach(lc, children)
+	{
+		bool		isnull;
+		int			rc = SPI_execute(psprintf("SELECT EXISTS (SELECT FROM %s)",
+											  qualified_name(lfirst_oid(lc))), true, 1);
+
+		if (rc == SPI_OK_SELECT && SPI_processed == 1 &&
+			DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   1, &isnull)))
+			has_rows = true;
+	}
+	return has_rows;
+}
+
+/*
+ * Refuse the ALTER TABLE subcommands that move or rewrite rows of a watched
+ * table without firing its row triggers, so that no group they change
+ * would be checked (review findings): DETACH PARTITION (rows leave their
+ * groups), ATTACH PARTITION of a table that has rows (rows join groups),
+ * and ALTER COLUMN ... TYPE ... USING (rows get values computed by an
+ * expression).  The way through is the documented one: unenforce, change,
+ * enforce again, which validates every group.
+ */
+static void
+refuse_unchecked_rewrites(void)
+{
+	int			rc;
+	SPITupleTable *commands;
+	uint64		ncommands;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_idem: SPI_connect failed");
+	rc = SPI_execute("SELECT command FROM pg_catalog.pg_event_trigger_ddl_commands()",
+					 true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_idem: pg_event_trigger_ddl_commands() returned %s",
+			 SPI_result_code_string(rc));
+	commands = SPI_tuptable;
+	ncommands = SPI_processed;
+	for (uint64 r = 0; r < ncommands; r++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(commands->vals[r], commands->tupdesc, 1, &isnull);
+		CollectedCommand *cmd;
+		ListCell   *lc;
+
+		if (isnull)
+			continue;
+		cmd = (CollectedCommand *) DatumGetPointer(d);
+		if (cmd->type != SCT_AlterTable ||
+			cmd->d.alterTable.classId != RelationRelationId ||
+			!rel_is_covered(cmd->d.alterTable.objectId))
+			continue;
+		foreach(lc, cmd->d.alterTable.subcmds)
+		{
+			CollectedATSubcmd *sub = (CollectedATSubcmd *) lfirst(lc);
+			AlterTableCmd *at;
+			const char *what = NULL;
+
+			if (sub->parsetree == NULL || !IsA(sub->parsetree, AlterTableCmd))
+				continue;
+			at = (AlterTableCmd *) sub->parsetree;
+			if (at->subtype == AT_DetachPartition ||
+				at->subtype == AT_DetachPartitionFinalize)
+				what = "DETACH PARTITION";
+			else if (at->subtype == AT_AlterColumnType && at->def != NULL &&
+					 IsA(at->def, ColumnDef) &&
+					 (((ColumnDef *) at->def)->raw_default != NULL ||
+					  ((ColumnDef *) at->def)->cooked_default != NULL))
+				what = "ALTER COLUMN ... TYPE ... USING";
+			else if (at->subtype == AT_AttachPartition &&
+					 attached_partition_has_rows(cmd->d.alterTable.objectId))
+				what = "ATTACH a partition that has rows";
+			if (what != NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot %s on table \"%s\", which an invariant watches",
+								what, get_rel_name(cmd->d.alterTable.objectId)),
+						 errdetail("The rows it moves or rewrites fire no row trigger, so the groups they change would not be checked."),
+						 errhint("Drop the invariant with idem.unenforce_invariant(), make the change, then declare the invariant again (which checks every group).")));
+		}
+	}
+	SPI_finish();
+}
+
+/*
  * The ddl_command_end event trigger (ALTER and CREATE of tables, schemas,
  * types, functions ...).  A change that leaves an invariant unable to be
  * checked -- a rename of a table or column its check names, a type change
@@ -3033,6 +3183,7 @@ idem_invariant_ddl_end(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 
+	refuse_unchecked_rewrites();
 	parts = new_partitions();
 	foreach(lc, parts)
 	{
