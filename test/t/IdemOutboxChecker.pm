@@ -777,9 +777,9 @@ sub run_subscriber
 	my ($env, $plan) = @_;
 	srand($plan->{subscriber}{seed});
 	my $cl = client_new($env, 'subscriber');
-	my @todo = sort { $a->{at} <=> $b->{at} } grep { !$_->{setup} } @{ $plan->{consumers} };
+	my @pending_consumers = sort { $a->{at} <=> $b->{at} } grep { !$_->{setup} } @{ $plan->{consumers} };
 	my $t0 = $env->{t0};
-	for my $c (@todo)
+	for my $c (@pending_consumers)
 	{
 		my $false_start = $c->{false_start};
 		while (1)
