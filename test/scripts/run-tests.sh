@@ -7,6 +7,9 @@
 #   isolation  test/specs/ + test/expected/ (pg_isolation_regress)
 #   pgtap      test/pgtap/*.sql            (pg_prove)
 #   tap        test/t/*.pl                 (prove, PostgreSQL::Test::Cluster)
+#   doctest    README.md + docs/*.md       (test/doctest/: every SQL example,
+#              every public name documented once, META.json; and a self-test
+#              proving the checker fails on broken fixtures)
 # and ends with the line "N passed, N failed", counting individual tests.
 # A failing suite prints its diff or its failing assertions.
 #
@@ -15,7 +18,7 @@
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SUITES=${IDEM_SUITES:-regress isolation pgtap tap}
+SUITES=${IDEM_SUITES:-regress isolation pgtap tap doctest}
 passed=0
 failed=0
 broken=()
@@ -128,6 +131,20 @@ run_tap() {
 	fi
 	count_tap "$LOGS/tap.log"
 	check_runner tap "$rc"
+}
+
+# The doc test runs every example of README.md and docs/*.md against this
+# cluster (a fresh database per file) and checks that every function,
+# setting and error code is documented exactly once; the self-test runs it
+# on broken fixtures and asserts that it reports them.
+run_doctest() {
+	[ -f test/doctest/doctest.pl ] || return 0
+	echo "== doctest (README.md, docs/*.md)"
+	local rc=0
+	prove -v test/doctest/doctest.pl test/doctest/selftest.pl >"$LOGS/doctest.log" 2>&1 || rc=$?
+	grep -vE '^\s*ok [0-9]+' "$LOGS/doctest.log" || true
+	count_tap "$LOGS/doctest.log"
+	check_runner doctest "$rc"
 }
 
 for suite in $SUITES; do
