@@ -233,7 +233,7 @@ sub run_examples
 		}
 		my @got = @{ $out{$n} };
 		my $last = (grep { /\S/ && !/^\s*--/ } @{ $b->{sql} })[-1] // '';
-		if ($last !~ /;\s*(--.*)?$/ && $last !~ /^\s*\\/)
+		if ($last !~ /;\s*(--.*)?$/ && $last !~ /^\s*\\/ && $last !~ /\\g\w*(\s+\S+)?\s*$/)
 		{
 			fail("$label: the block does not end with a semicolon");
 			next;
@@ -315,9 +315,10 @@ sub raised_sqlstates
 	open(my $ec, '<', "$sharedir/errcodes.txt") or die "$sharedir/errcodes.txt: $!";
 	while (<$ec>)
 	{
-		next unless /^([0-9A-Z]{5})\s+[EWS]\s+(ERRCODE_\w+)(?:\s+(\w+))?/;
-		$code_of{$2} = $1;
-		$code_of{$3} //= $1 if defined $3;    # plpgsql takes the first code of a name
+		next unless /^([0-9A-Z]{5})\s+([EWS])\s+(ERRCODE_\w+)(?:\s+(\w+))?/;
+		$code_of{$3} = $1;
+		# PL/pgSQL's condition names are those of the errors (type E) only
+		$code_of{$4} //= $1 if defined $4 && $2 eq 'E';
 	}
 	close $ec;
 	for my $h (glob("$root/src/*.h"))
