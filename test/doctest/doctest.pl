@@ -28,6 +28,8 @@
 #     src/sql/*.sql, the ID0nn codes defined in src/*.h) by exactly one
 #     table row "| CODE |" in docs/errors.md.  A heading or row that names
 #     something that does not exist fails too (the docs rotted).
+#   - Every relative link to a page that exists reaches a heading that exists
+#     (links to pages not on this branch are listed, not failed).
 #   - META.json is a valid PGXN META (spec 1.0.0) whose version equals the
 #     control file's default_version and the Makefile's EXTVERSION.
 #
@@ -65,6 +67,7 @@ if (!@files)
 my @norun;    # "file:line" of every norun block, listed at the end
 
 run_examples($_) for ($no_examples ? () : @files);
+check_links($_)   for ($no_examples ? () : @files);
 check_definitions() unless $no_defs;
 check_meta()        unless $no_meta;
 
@@ -273,6 +276,58 @@ sub run_examples
 	{
 		psql_admin(qq{DROP ROLE IF EXISTS "$r"});
 	}
+}
+
+# --- links ----------------------------------------------------------------
+
+# GitHub's anchor of a heading: lowercase, punctuation dropped, spaces to -.
+sub slug
+{
+	my ($h) = @_;
+	$h = lc($h);
+	$h =~ s/^\s+|\s+$//g;
+	$h =~ s/[^\w\- ]//g;
+	$h =~ s/ /-/g;
+	return $h;
+}
+
+sub anchors_of
+{
+	my ($path) = @_;
+	my (%a, $in_code);
+	open(my $fh, '<', $path) or return {};
+	while (my $l = <$fh>)
+	{
+		if ($l =~ /^```/) { $in_code = !$in_code; next; }
+		$a{ slug($1) } = 1 if !$in_code && $l =~ /^#+\s+(.*)$/;
+	}
+	close $fh;
+	return \%a;
+}
+
+# Every relative link of a page whose target exists must reach an anchor
+# that exists.  A target page that does not exist is listed, not failed:
+# pages written on other branches are linked before they are merged.
+sub check_links
+{
+	my ($path) = @_;
+	my $name = File::Spec->abs2rel($path, $root);
+	$name = basename($path) if $name =~ m{^\.\./};
+	my $text = do { local $/; open(my $fh, '<', $path) or die "$path: $!"; <$fh> };
+	$text =~ s/^```.*?^```//msg;    # links inside code blocks are code
+	my (@bad, @absent);
+	while ($text =~ /\]\(([^)\s]+)\)/g)
+	{
+		my $link = $1;
+		next if $link =~ m{^[a-z]+:};
+		my ($file, $frag) = split /#/, $link, 2;
+		my $target = $file eq '' ? $path : File::Spec->rel2abs($file, dirname($path));
+		if (!-e $target) { push @absent, $link; next; }
+		push @bad, $link if defined $frag && $target =~ /\.md$/ && !anchors_of($target)->{$frag};
+	}
+	ok(!@bad, "$name: every link reaches an existing heading") or diag("bad: @bad");
+	diag("$name links pages not on this branch: " . join(', ', sort { $a cmp $b } keys %{ { map { $_ => 1 } @absent } }))
+	  if @absent;
 }
 
 # --- documented exactly once ---------------------------------------------

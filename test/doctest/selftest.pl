@@ -4,10 +4,10 @@
 # Runs doctest.pl on the fixtures in test/doctest/fixtures/ and asserts that
 # it reports each planted fault as a failure (and that it passes a page whose
 # examples are right): a broken example, output that differs from the one
-# shown, an error block that succeeds, an unterminated statement, a function
-# and a setting documented twice, names documented that do not exist, names
-# and an error code not documented, and a META.json whose version is not the
-# extension's.  Needs the same server as doctest.pl (PGHOST, PGPORT, PGUSER).
+# shown, an error block that succeeds, an unterminated statement, a link to
+# a heading that does not exist, a function and a setting documented twice,
+# names documented that do not exist, names and an error code not
+# documented, and a META.json whose version is not the extension's.  Needs the same server as doctest.pl (PGHOST, PGPORT, PGUSER).
 
 use strict;
 use warnings;
@@ -39,7 +39,7 @@ my ($out, $rc);
 # A page whose examples are right passes.
 ($out, $rc) = doctest('--no-defs', '--no-meta', "$fixtures/good.md");
 is($rc, 0, 'good.md: passes') or diag($out);
-is(() = $out =~ /^ok \d+ /mg, 3, 'good.md: three blocks, each a passing test');
+is(() = $out =~ /^ok \d+ /mg, 4, 'good.md: three blocks and its links, each a passing test');
 
 # A table never created fails its block, and the session stops there.
 ($out, $rc) = doctest('--no-defs', '--no-meta', "$fixtures/broken.md");
@@ -61,6 +61,10 @@ like($out, qr/^ok \d+ # skip \S*wrong-output\.md:22 sql norun/m, 'wrong-output.m
 like($out, qr/^# 1 norun block\(s\): \S*wrong-output\.md:22$/m, 'wrong-output.md: and listed');
 like($out, qr/^not ok \d+ - \S*wrong-output\.md:28 sql: the block does not end with a semicolon$/m,
 	'wrong-output.md: an unterminated statement fails');
+
+like($out, qr/^not ok \d+ - \S*wrong-output\.md: every link reaches an existing heading$/m,
+	'wrong-output.md: a link to a heading that does not exist fails');
+like($out, qr/^# bad: #nowhere$/m, 'wrong-output.md: only the bad link is named');
 
 # Definitions: twice, never, and names that do not exist.
 ($out, $rc) = doctest('--no-examples', '--no-meta', '--docs', "$fixtures/defs");
