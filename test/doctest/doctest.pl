@@ -147,9 +147,9 @@ sub normalize
 
 sub psql_admin
 {
-	my ($sql) = @_;
+	my ($sql, $db) = @_;
 	my @cmd = ('psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
-		'-d', 'postgres', '-c', $sql);
+		'-d', $db // 'postgres', '-c', $sql);
 	my $out = run_capture(@cmd);
 	die "psql failed: $sql\n$out->{text}" if $out->{rc} != 0;
 	return $out->{text};
@@ -421,18 +421,24 @@ sub check_definitions
 {
 	my ($heading, $row) = doc_definitions();
 
+	# The names come from a fresh database with the extension created.
+	my $db = 'doctest_definitions';
+	psql_admin("DROP DATABASE IF EXISTS $db");
+	psql_admin("CREATE DATABASE $db");
+	psql_admin('CREATE EXTENSION pg_idem', $db);
+
 	my %functions = map { $_ => 1 } split /\n/, psql_admin(q{
 		SELECT DISTINCT p.proname FROM pg_proc p
 		 WHERE p.pronamespace = 'idem'::regnamespace
 		   AND (p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype)
-		        OR p.proname = 'version_guard')});
+		        OR p.proname = 'version_guard')}, $db);
 	my %all_functions = map { $_ => 1 } split /\n/, psql_admin(q{
-		SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'idem'::regnamespace});
+		SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'idem'::regnamespace}, $db);
 	my %settings = map { s/^idem\.//r => 1 } split /\n/, psql_admin(q{
-		LOAD 'pg_idem'; SELECT name FROM pg_settings WHERE name LIKE 'idem.%'});
+		LOAD 'pg_idem'; SELECT name FROM pg_settings WHERE name LIKE 'idem.%'}, $db);
 	my %objects = map { $_ => 1 } split /\n/, psql_admin(q{
 		SELECT relname FROM pg_class WHERE relnamespace = 'idem'::regnamespace
-		UNION SELECT typname FROM pg_type WHERE typnamespace = 'idem'::regnamespace});
+		UNION SELECT typname FROM pg_type WHERE typnamespace = 'idem'::regnamespace}, $db);
 
 	for my $f (sort keys %functions)
 	{
@@ -459,6 +465,8 @@ sub check_definitions
 		fail("heading for idem.$s at " . join(', ', @{ $heading->{setting}{$s} })
 			  . ": no such setting, table, view or type");
 	}
+
+	psql_admin("DROP DATABASE $db");
 
 	my $raised = raised_sqlstates();
 	for my $code (sort keys %$raised)
