@@ -27,9 +27,14 @@ def sqlstate_of(fn):
 
 def wait_blocked(conn, pid):
     """Poll until backend pid waits for a lock (a step of the interleaving,
-    not a timing assertion: it waits as long as it takes)."""
-    while conn.execute("SELECT wait_event_type IS DISTINCT FROM 'Lock' FROM pg_stat_activity WHERE pid = %s",
-                       (pid,)).fetchone()[0]:
+    not a timing assertion: it waits as long as it takes).  conn may be
+    inside a transaction, which would see one snapshot of pg_stat_activity
+    until it ends: clear it before each look."""
+    while True:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        if conn.execute("SELECT wait_event_type IS NOT DISTINCT FROM 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                        (pid,)).fetchone()[0]:
+            return
         time.sleep(0.01)
 
 

@@ -81,9 +81,13 @@ public class PgJdbcTest {
     }
 
     // Poll until backend pid waits for a lock: a step of the interleaving,
-    // not a timing assertion.
+    // not a timing assertion.  c may be inside a transaction, which sees one
+    // snapshot of pg_stat_activity until it ends: clear it before each look.
     static void waitBlocked(Connection c, int pid) throws Exception {
         for (;;) {
+            try (Statement s = c.createStatement()) {
+                s.execute("SELECT pg_stat_clear_snapshot()");
+            }
             try (PreparedStatement ps = c.prepareStatement(
                     "SELECT wait_event_type IS NOT DISTINCT FROM 'Lock' FROM pg_stat_activity WHERE pid = ?")) {
                 ps.setInt(1, pid);

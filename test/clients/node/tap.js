@@ -43,9 +43,12 @@ function enforceSql(table, column = 'version') {
 }
 
 // Poll until backend pid waits for a lock: a step of an interleaving, not a
-// timing assertion (it waits as long as it takes).
+// timing assertion (it waits as long as it takes).  client may be inside a
+// transaction, which sees one snapshot of pg_stat_activity until it ends:
+// clear it before each look.
 async function waitBlocked(client, pid) {
   for (;;) {
+    await client.query('SELECT pg_stat_clear_snapshot()');
     const r = await client.query(
       "SELECT wait_event_type IS NOT DISTINCT FROM 'Lock' AS blocked FROM pg_stat_activity WHERE pid = $1", [pid]);
     if (r.rows[0] && r.rows[0].blocked) return;
