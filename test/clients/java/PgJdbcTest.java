@@ -136,10 +136,11 @@ public class PgJdbcTest {
         // Two racing saves: both read; the first writes inside an open
         // transaction, the second waits for its row lock, then gets ID010.
         int va = row(a)[1], vb = row(b)[1];
+        int pidB = pid(b);   // before b is busy: a connection runs one statement at a time
         a.setAutoCommit(false);
         saveTitle(a, 1, "edit by a", va);
         CompletableFuture<String> second = CompletableFuture.supplyAsync(() -> sqlState(() -> saveTitle(b, 1, "edit by b", vb)));
-        waitBlocked(a, pid(b));
+        waitBlocked(a, pidB);
         a.commit();
         a.setAutoCommit(true);
         String st = second.get();
