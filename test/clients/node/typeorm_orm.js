@@ -29,8 +29,9 @@ VersionColumn({ type: 'int' })(Post.prototype, 'version');
 Entity('to_post')(Post);
 
 // --- docs/orms.md quotes this block ---
-// Update an entity with the version it was read at (save() sends none), and
-// raise TypeORM's own optimistic-lock error for pg_idem's ID010.
+// Update an entity with the version it was read at (save() assigns
+// version + 1 instead, which strict mode refuses), and raise TypeORM's own
+// optimistic-lock error for pg_idem's ID010.
 async function saveVersioned(ds, entity, changes) {
   try {
     await ds.createQueryBuilder().update(entity.constructor)
