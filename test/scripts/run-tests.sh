@@ -163,7 +163,7 @@ run_clients() {
 	while IFS='|' read -r name dir cmd; do
 		out="$LOGS/clients-$name.log"
 		rc=0
-		(cd "$dir" && PGDATABASE=idem_clients IDEM_GUARD=on timeout 120 $cmd) >"$out" 2>"$out.stderr" || rc=$?
+		(cd "$dir" && PGDATABASE=idem_clients IDEM_GUARD=on timeout 120 $cmd </dev/null) >"$out" 2>"$out.stderr" || rc=$?
 		echo "# $name" >>"$log"
 		cat "$out" >>"$log"
 		# A test that died, or ended without its plan line, is a failure even
@@ -173,7 +173,7 @@ run_clients() {
 			sed 's/^/# /' "$out.stderr" | tail -n 30 >>"$log"
 		fi
 		rc=0
-		(cd "$dir" && PGDATABASE=idem_clients IDEM_GUARD=off timeout 120 $cmd) >"$out.noguard" 2>&1 || rc=$?
+		(cd "$dir" && PGDATABASE=idem_clients IDEM_GUARD=off timeout 120 $cmd </dev/null) >"$out.noguard" 2>&1 || rc=$?
 		failing=$(grep -E '^not ok' "$out.noguard" | sed -E 's/^not ok ([0-9]+) - .*/\1/' | paste -sd, -)
 		n=$((n + 1))
 		if [ "$rc" -ne 0 ] && [ -n "$failing" ]; then
@@ -182,6 +182,14 @@ run_clients() {
 			echo "not ok $n - $name fails without the guard (it exited $rc, failing: ${failing:-none})" >>"$log"
 		fi
 	done < <(client_tests)
+	# The non-SQL code blocks of docs/orms.md must be code these tests run.
+	echo "# docs/orms.md quotes" >>"$log"
+	rc=0
+	/usr/bin/python3 test/clients/doc_quotes.py >"$LOGS/doc_quotes.log" 2>&1 || rc=$?
+	cat "$LOGS/doc_quotes.log" >>"$log"
+	if [ "$rc" -ne 0 ] && ! grep -q '^not ok' "$LOGS/doc_quotes.log"; then
+		echo "not ok - doc_quotes.py exited with status $rc" >>"$log"
+	fi
 	grep -vE '^ok [0-9]+' "$log" || true
 	grep -E '^ok [0-9]+ - .* without the guard' "$log" || true
 	echo "== clients took $((SECONDS - start))s"
