@@ -65,6 +65,16 @@ st = sqlstate_of(lambda: b.execute("SELECT idem.reserve('psy-key-1', %s)",
                                    (psycopg.types.json.Jsonb({"amount": 6}),)))
 ok(st == "ID001", "a different request under the same key raises ID001", st)
 
+# Lease mode: reserve commits on its own (autocommit), so a concurrent
+# request sees the key held; complete with the token makes it a replay.
+a.execute("SELECT idem.forget('psy-key-2')")
+tok = a.execute("SELECT token FROM idem.reserve('psy-key-2', NULL, lease => '1 hour')").fetchone()[0]
+r = b.execute("SELECT outcome, token, locked_until IS NOT NULL FROM idem.reserve('psy-key-2')").fetchone()
+ok(r == ("in_progress", None, True), "a reserve while another holder's lease is live answers in_progress", r)
+a.execute("SELECT idem.complete('psy-key-2', %s, %s)", (tok, psycopg.types.json.Jsonb({"done": True})))
+r = b.execute("SELECT outcome, response FROM idem.reserve('psy-key-2')").fetchone()
+ok(r == ("replay", {"done": True}), "after complete, the same reserve replays", r)
+
 # Version-checked update, as a hand-written optimistic UPDATE: read the
 # version, send it back.
 v = a.execute("SELECT version FROM psy_account WHERE id = 1").fetchone()[0]

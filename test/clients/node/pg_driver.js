@@ -41,6 +41,17 @@ async function main() {
   ok(await codeOf(b.query("SELECT idem.reserve('np-key-1', $1)", [{ amount: 6 }])) === 'ID001',
     'a different request under the same key raises ID001');
 
+  // Lease mode: reserve commits on its own, so a concurrent request sees the
+  // key held; complete with the token makes it a replay.
+  await a.query("SELECT idem.forget('np-key-2')");
+  const tok = (await a.query("SELECT token FROM idem.reserve('np-key-2', NULL, lease => '1 hour')")).rows[0].token;
+  r = await b.query("SELECT outcome, token, locked_until IS NOT NULL AS held FROM idem.reserve('np-key-2')");
+  ok(r.rows[0].outcome === 'in_progress' && r.rows[0].token === null && r.rows[0].held,
+    "a reserve while another holder's lease is live answers in_progress", r.rows);
+  await a.query("SELECT idem.complete('np-key-2', $1, $2)", [tok, { done: true }]);
+  r = await b.query("SELECT outcome, response FROM idem.reserve('np-key-2')");
+  ok(r.rows[0].outcome === 'replay' && r.rows[0].response.done === true, 'after complete, the same reserve replays', r.rows);
+
   // Hand-written optimistic update: send back the version read.
   const v = (await a.query('SELECT version FROM np_account WHERE id = 1')).rows[0].version;
   r = await a.query('UPDATE np_account SET balance = $1, version = $2 WHERE id = 1 RETURNING balance, version', [90, v]);
