@@ -60,6 +60,38 @@ idem_install_deps() {
 	export PATH="$PGBIN:$PATH"
 }
 
+# The clients suite runs real ORMs and drivers, from Debian where Debian 12
+# has them (psycopg 3.1, SQLAlchemy 1.4 on psycopg2, ActiveRecord 6.1 on
+# ruby-pg, PgJDBC 42.5, Spring JDBC 4.3) and from npm for Node (pg,
+# Sequelize, TypeORM: versions pinned by test/clients/node/package-lock.json).
+# A machine that already has node (TypeORM 1.x needs 20.19 or later) and a
+# JDK keeps them; otherwise Debian's are installed.
+idem_client_pkgs() {
+	echo python3 python3-psycopg python3-psycopg2 python3-sqlalchemy \
+		ruby ruby-activerecord ruby-pg libpostgresql-jdbc-java libspring-jdbc-java
+	command -v node >/dev/null 2>&1 || echo nodejs
+	command -v npm >/dev/null 2>&1 || echo npm
+	command -v java >/dev/null 2>&1 || echo openjdk-17-jdk-headless
+}
+
+# Install the npm packages of the clients suite into test/clients/node, from
+# the committed lock file, only when the lock file changed since the last
+# install.
+idem_client_npm() {
+	local dir="$IDEM_ROOT/test/clients/node" sum
+	sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+	if [ "$(cat "$dir/node_modules/.idem-lock-sum" 2>/dev/null)" != "$sum" ]; then
+		echo "== installing npm packages of the clients suite (npm ci)"
+		# A failed install must not stop the other suites: the Node client
+		# tests then fail on the missing modules, and are counted.
+		if (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+			echo "$sum" >"$dir/node_modules/.idem-lock-sum"
+		else
+			echo "== npm ci failed: the Node client tests will fail" >&2
+		fi
+	fi
+}
+
 # Take the harness lock: installing the extension and running suites against
 # it must not interleave with another checkout doing the same on this machine.
 idem_lock() {

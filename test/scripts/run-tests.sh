@@ -10,6 +10,7 @@
 #   doctest    README.md + docs/*.md       (test/doctest/: every SQL example,
 #              every public name documented once, META.json; and a self-test
 #              proving the checker fails on broken fixtures)
+#   clients    test/clients/               (real ORMs and drivers, TAP output)
 # and ends with the line "N passed, N failed", counting individual tests.
 # A failing suite prints its diff or its failing assertions.
 #
@@ -18,14 +19,17 @@
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SUITES=${IDEM_SUITES:-regress isolation pgtap tap doctest}
+SUITES=${IDEM_SUITES:-regress isolation pgtap tap doctest clients}
 passed=0
 failed=0
 broken=()
 suite_total=0
 last_bad=0
 
-idem_setup
+extra_pkgs=()
+case " $SUITES " in *" clients "*) read -r -a extra_pkgs <<<"$(idem_client_pkgs | tr '\n' ' ')" ;; esac
+idem_setup "${extra_pkgs[@]}"
+case " $SUITES " in *" clients "*) idem_client_npm ;; esac
 idem_cluster_start
 cd "$IDEM_ROOT"
 LOGS="$IDEM_WORK/logs"
@@ -145,6 +149,73 @@ run_doctest() {
 	grep -vE '^\s*ok [0-9]+' "$LOGS/doctest.log" || true
 	count_tap "$LOGS/doctest.log"
 	check_runner doctest "$rc"
+}
+
+# The clients suite: each test under test/clients/ runs a real ORM or driver
+# against tables guarded by idem.enforce_version(..., 'strict') and prints
+# TAP.  Each runs a second time with IDEM_GUARD=off (the same tables without
+# the guard) and must then fail: a client test that passes without the guard
+# proves nothing.  That second run counts as one test per client.
+client_tests() {
+	local j=/usr/share/java
+	local cp="$j/postgresql.jar:$j/spring3-jdbc.jar:$j/spring3-core.jar:$j/spring3-beans.jar"
+	cp="$cp:$j/spring3-transaction.jar:$j/commons-logging.jar:."
+	# name|directory|command ; Debian's python3, not one earlier in PATH
+	echo "psycopg|test/clients|/usr/bin/python3 psycopg_driver.py"
+	echo "sqlalchemy|test/clients|/usr/bin/python3 sqlalchemy_orm.py"
+	echo "activerecord|test/clients|ruby activerecord_orm.rb"
+	echo "node-pg|test/clients/node|node pg_driver.js"
+	echo "sequelize|test/clients/node|node sequelize_orm.js"
+	echo "typeorm|test/clients/node|node typeorm_orm.js"
+	echo "pgjdbc|test/clients/java|java -cp $cp PgJdbcTest.java"
+}
+
+run_clients() {
+	[ -d test/clients ] || return 0
+	echo "== clients (ORMs and drivers)"
+	PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS idem_clients" -c "CREATE DATABASE idem_clients"
+	psql -X -q -v ON_ERROR_STOP=1 -d idem_clients -c "CREATE EXTENSION pg_idem"
+	local log="$LOGS/clients.log" name dir cmd rc out n=0 failing start=$SECONDS
+	: >"$log"
+	while IFS='|' read -r name dir cmd; do
+		out="$LOGS/clients-$name.log"
+		rc=0
+		(cd "$dir" && PGDATABASE=idem_clients IDEM_GUARD=on timeout 120 $cmd </dev/null) >"$out" 2>"$out.stderr" || rc=$?
+		echo "# $name" >>"$log"
+		cat "$out" >>"$log"
+		# A test that died, or ended without its plan line, is a failure even
+		# if every assertion it printed passed.
+		if [ "$rc" -ne 0 ] && ! grep -q '^not ok' "$out" || ! grep -qE '^1\.\.[1-9]' "$out"; then
+			echo "not ok - $name exited with status $rc (stderr below)" >>"$log"
+			sed 's/^/# /' "$out.stderr" | tail -n 30 >>"$log"
+		fi
+		rc=0
+		(cd "$dir" && PGDATABASE=idem_clients IDEM_GUARD=off timeout 120 $cmd </dev/null) >"$out.noguard" 2>&1 || rc=$?
+		failing=$(grep -E '^not ok' "$out.noguard" | sed -E 's/^not ok ([0-9]+) - .*/\1/' | paste -sd, -)
+		n=$((n + 1))
+		if [ "$rc" -ne 0 ] && [ -n "$failing" ]; then
+			echo "ok $n - $name fails without the guard (assertions $failing)" >>"$log"
+		else
+			echo "not ok $n - $name fails without the guard (it exited $rc, failing: ${failing:-none})" >>"$log"
+		fi
+	done < <(client_tests)
+	# The non-SQL code blocks of docs/orms.md must be code these tests run.
+	echo "# docs/orms.md quotes" >>"$log"
+	rc=0
+	/usr/bin/python3 test/clients/doc_quotes.py >"$LOGS/doc_quotes.log" 2>&1 || rc=$?
+	cat "$LOGS/doc_quotes.log" >>"$log"
+	if [ "$rc" -ne 0 ] && ! grep -q '^not ok' "$LOGS/doc_quotes.log"; then
+		echo "not ok - doc_quotes.py exited with status $rc" >>"$log"
+	fi
+	grep -vE '^ok [0-9]+' "$log" || true
+	grep -E '^ok [0-9]+ - .* without the guard' "$log" || true
+	echo "== clients took $((SECONDS - start))s"
+	count_tap "$log"
+	# (a "not ok - name exited ..." line has no number: count it here)
+	local died
+	died=$(grep -c '^not ok - ' "$log" || true)
+	failed=$((failed + died)); last_bad=$((last_bad + died)); suite_total=$((suite_total + died))
+	check_runner clients 0
 }
 
 for suite in $SUITES; do
