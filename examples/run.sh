@@ -34,6 +34,8 @@ JDBC_JAR=${JDBC_JAR:-/usr/share/java/postgresql.jar}
 LANGS=${*:-python node go java}
 WORK=$(mktemp -d /tmp/idem_examples.XXXXXX)
 RUN_ID=$(date +%s)-$$
+# go build needs a cache directory; without HOME it has none by default.
+[ -n "${GOCACHE:-}" ] || [ -n "${HOME:-}" ] || export GOCACHE="$WORK/gocache"
 
 n=0
 failures=0

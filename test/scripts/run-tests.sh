@@ -7,6 +7,7 @@
 #   isolation  test/specs/ + test/expected/ (pg_isolation_regress)
 #   pgtap      test/pgtap/*.sql            (pg_prove)
 #   tap        test/t/*.pl                 (prove, PostgreSQL::Test::Cluster)
+#   examples   examples/run.sh             (the HTTP services of examples/, driven by curl)
 # and ends with the line "N passed, N failed", counting individual tests.
 # A failing suite prints its diff or its failing assertions.
 #
@@ -15,7 +16,7 @@
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SUITES=${IDEM_SUITES:-regress isolation pgtap tap}
+SUITES=${IDEM_SUITES:-regress isolation pgtap tap examples}
 passed=0
 failed=0
 broken=()
@@ -128,6 +129,18 @@ run_tap() {
 	fi
 	count_tap "$LOGS/tap.log"
 	check_runner tap "$rc"
+}
+
+# The example services (Python, Node, Go, Java) and the relay, built and
+# run against the throwaway cluster; examples/run.sh prints TAP.
+run_examples() {
+	[ -x examples/run.sh ] || return 0
+	echo "== examples (examples/run.sh)"
+	local rc=0
+	bash examples/run.sh >"$LOGS/examples.log" 2>&1 || rc=$?
+	grep -vE '^ok [0-9]+' "$LOGS/examples.log" || true
+	count_tap "$LOGS/examples.log"
+	check_runner examples "$rc"
 }
 
 for suite in $SUITES; do
