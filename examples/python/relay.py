@@ -9,8 +9,10 @@ notification on channel idem_outbox arrives (emit sends one at commit), or
 at most --poll seconds.
 
 It works on psycopg 3.1 (Debian 12), whose Connection.notifies() has no
-timeout: the relay waits with select() on the connection's socket instead,
-and a notify handler catches notifications that arrive while a query runs.
+timeout: the relay waits with select() on the connection's socket instead.
+A notification can also arrive while a query runs: psycopg hands it to a
+notify handler, or it stays in libpq's buffer, which the relay empties
+(PGconn.notifies()) before it sleeps.
 
 Delivery is at least once: a relay killed between publishing and
 finish_batch publishes that batch again when it restarts (next_batch returns
@@ -95,6 +97,12 @@ def main():
         while not stopping:
             woken = False
             drain(conn, args.consumer, args.max_events)
+            # libpq may have read a notification off the socket at the end
+            # of the drain's last query, after psycopg dispatched the ones it
+            # had: the socket would then stay quiet.  PGconn.notifies()
+            # parses what libpq has buffered and returns them one by one.
+            while conn.pgconn.notifies() is not None:
+                woken = True
             if woken:
                 # A notification came in during the drain: look again.
                 continue
