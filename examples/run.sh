@@ -58,8 +58,8 @@ not_ok() {
 	n=$((n + 1)); failures=$((failures + 1))
 	echo "not ok $n - $1"
 	shift
-	local line
-	for line in "$@"; do echo "#   $line"; done
+	local arg
+	for arg in "$@"; do printf '%s\n' "$arg" | sed 's/^/#   /'; done
 }
 
 # Superuser SQL in the examples database; prints the single value.
@@ -142,8 +142,9 @@ key_in_progress() {
 	[ "$(admin_sql "SELECT state FROM idem.keys WHERE scope = 'payments' AND key = '$1'")" = in_progress ]
 }
 
+# Any HTTP answer will do: what it answers is for the tests that follow.
 server_answers() {
-	[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$PORT/payments/0")" = 404 ]
+	[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$PORT/payments/0")" != 000 ]
 }
 
 # All checks of one example.
