@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -71,10 +72,12 @@ func unavailable() *httpError {
 }
 
 // databaseError maps an error of a pgx call to an HTTP error by its
-// SQLSTATE, never by its text.  An error that carries no SQLSTATE (no
-// *pgconn.PgError inside: connection refused, a connection that broke)
-// means the database could not be reached: retry later.  pgx.ErrNoRows is
-// not an error of the database; callers handle it before calling this.
+// SQLSTATE, never by its text.  An error without a SQLSTATE (no
+// *pgconn.PgError inside) is a 503 when the connection failed (refused,
+// broken, timed out: a net.Error, an EOF, or what pgconn calls safe to
+// retry) and a 500 otherwise (a Scan into the wrong type, say).
+// pgx.ErrNoRows is not an error of the database: callers handle it before
+// calling this.
 func databaseError(err error) *httpError {
 	var he *httpError
 	if errors.As(err, &he) {
@@ -83,7 +86,12 @@ func databaseError(err error) *httpError {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		log.Printf("database: %v", err)
-		return unavailable()
+		var netErr net.Error
+		if errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+			pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+			return unavailable()
+		}
+		return fail(500, "internal_error")
 	}
 	switch state := pgErr.Code; {
 	case state[:2] == "08" || state[:2] == "53" || state[:2] == "57" ||

@@ -282,7 +282,7 @@ public class PaymentsServer {
                 }
                 long delayMs = 0;
                 String delay = ex.getRequestHeaders().getFirst("Idem-Test-Delay-Ms");
-                if (ALLOW_DELAY && delay != null) {
+                if (ALLOW_DELAY && delay != null && delay.matches("[0-9]{1,9}")) {
                     delayMs = Math.min(Long.parseLong(delay), 10000);
                 }
                 res = createPayment(key, raw, delayMs);

@@ -42,10 +42,15 @@ class HttpError extends Error {
 }
 
 // Map an error of a database call to an HTTP error by its SQLSTATE (never
-// by its text).  A pg.DatabaseError carries the server's SQLSTATE in .code;
-// anything else a database call throws (ECONNREFUSED, "Connection terminated
-// unexpectedly") means the connection failed: retry later.
+// by its text).  A pg.DatabaseError carries the server's SQLSTATE in .code.
+// A programming error (TypeError and its kind) is a 500.  Anything else a
+// database call throws (a system error such as ECONNREFUSED, the pool's
+// "Connection terminated unexpectedly") means the connection failed: 503.
 function databaseError(err) {
+  if (err instanceof TypeError || err instanceof RangeError ||
+      err instanceof ReferenceError || err instanceof SyntaxError) {
+    return new HttpError(500, 'internal_error');
+  }
   if (!(err instanceof pg.DatabaseError)) {
     return new HttpError(503, 'database_unavailable', { 'Retry-After': '1' });
   }

@@ -186,6 +186,9 @@ class Handler(BaseHTTPRequestHandler):
             if err.status >= 500:
                 print(f"{self.command} {self.path}: {exc.sqlstate}: {exc}", file=sys.stderr)
             self.send(err.status, err.body, err.headers)
+        except Exception as exc:  # a bug: answer 500 rather than drop the connection
+            print(f"{self.command} {self.path}: {exc!r}", file=sys.stderr)
+            self.send(500, json.dumps({"error": "internal_error"}), {})
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -195,9 +198,8 @@ class Handler(BaseHTTPRequestHandler):
         key = self.headers.get("Idempotency-Key") or ""
         if not 1 <= len(key.encode()) <= 255:
             return self.send(400, json.dumps({"error": "missing_idempotency_key"}), {})
-        delay_ms = 0
-        if ALLOW_DELAY:
-            delay_ms = min(int(self.headers.get("Idem-Test-Delay-Ms") or 0), 10000)
+        delay = self.headers.get("Idem-Test-Delay-Ms") or "0"
+        delay_ms = min(int(delay), 10000) if ALLOW_DELAY and delay.isdigit() else 0
         self.dispatch(lambda: create_payment(key, raw, delay_ms))
 
     def do_GET(self):
