@@ -20,8 +20,9 @@
 #   IDEM_EXAMPLES_TEST_DELAY=1); bad requests: 400; a failing transaction:
 #   500 and the key released; the database refusing connections: 503; and
 #   exactly one payment row per key.
-# Then it checks that the relay published every payment exactly once, woken
-# by NOTIFY alone (its poll interval is longer than the run).
+# The relay is stopped after the first example and started again after the
+# second.  At the end run.sh checks that it published every payment exactly
+# once, woken by NOTIFY alone (its poll interval is longer than the run).
 # Prints "ok N - ..." / "not ok N - ..." and "1..N"; exits 1 on a failure.
 
 set -uo pipefail
@@ -304,45 +305,67 @@ else
 fi
 
 # --- the relay: its poll interval outlasts the run, so only NOTIFY wakes it
-PGDATABASE="$DB" PGUSER="$APP_ROLE" "$PYTHON" "$HERE/python/relay.py" --poll 3600 \
-	>"$WORK/relay.out" 2>"$WORK/relay.err" &
-relay=$!
-pids+=("$relay")
-if wait_for grep -q listening "$WORK/relay.err"; then
-	ok "relay subscribes and listens"
-else
-	not_ok "relay subscribes and listens" "$(cat "$WORK/relay.err")"
-fi
+relay_start() {
+	PGDATABASE="$DB" PGUSER="$APP_ROLE" "$PYTHON" "$HERE/python/relay.py" --poll 3600 \
+		>>"$WORK/relay.out" 2>"$WORK/relay.err" &
+	relay=$!
+	pids+=("$relay")
+	if wait_for grep -q listening "$WORK/relay.err"; then
+		ok "relay $1"
+	else
+		not_ok "relay $1" "$(cat "$WORK/relay.err")"
+	fi
+}
 
+relay_stop() {
+	kill "$relay"
+	# Bounded, so that a relay deaf to SIGTERM fails the test instead of
+	# hanging the run.
+	local rc
+	if timeout 30 tail --pid="$relay" -s 0.1 -f /dev/null; then
+		wait "$relay"
+		rc=$?
+	else
+		kill -9 "$relay"
+		rc="still running after 30 s"
+	fi
+	if [ "$rc" = 0 ]; then
+		ok "relay stops on SIGTERM ($1)"
+	else
+		not_ok "relay stops on SIGTERM ($1)" "exit status $rc"
+	fi
+}
+
+relay_start "subscribes and listens"
+
+# The relay is down while the second example runs, and comes back after
+# it: the events emitted meanwhile wait for it (re-subscribing keeps the
+# consumer's position), and the later examples' events wake it by NOTIFY.
+i=0
 for lang in $LANGS; do
 	run_example "$lang"
+	i=$((i + 1))
+	case $i in
+	1)
+		wait_for relay_caught_up
+		relay_stop "after the first example"
+		;;
+	2) relay_start "restarts and resumes" ;;
+	esac
 done
+[ "$i" -ge 2 ] || relay_start "restarts and resumes"
 
 # --- the relay published each payment once, in a JSON line per event
 wait_for relay_caught_up
 published=$(sed -n 's/.*"payload": {"id": \([0-9]*\),.*/\1/p' "$WORK/relay.out" | sort -n | tr '\n' ' ')
 made=$(admin_sql "SELECT string_agg(id::text, ' ' ORDER BY id) || ' ' FROM payments")
 if [ -n "$made" ] && [ "$published" = "$made" ]; then
-	ok "relay published every payment exactly once, woken by NOTIFY"
+	ok "relay published every payment exactly once, across its restart"
 else
-	not_ok "relay published every payment exactly once, woken by NOTIFY" \
+	not_ok "relay published every payment exactly once, across its restart" \
 		"payments:  $made" "published: $published" "$(tail -n 5 "$WORK/relay.err")"
 fi
-kill "$relay"
-# Bounded, so that a relay deaf to SIGTERM fails the test instead of
-# hanging the run.
-if timeout 30 tail --pid="$relay" -s 0.1 -f /dev/null; then
-	wait "$relay"
-	rc=$?
-else
-	kill -9 "$relay"
-	rc="still running after 30 s"
-fi
-if [ "$rc" = 0 ]; then
-	ok "relay stops on SIGTERM"
-else
-	not_ok "relay stops on SIGTERM" "exit status $rc"
-fi
+relay_stop "at the end"
 
 echo "1..$n"
 [ "$failures" -eq 0 ]
