@@ -46,13 +46,27 @@ pids=()
 # able to connect and to insert again.
 cleanup() {
 	local p
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
+	for p in "${pids[@]}"; do stop_pid "$p"; done
 	psql -X -q -d "$DB" -c "ALTER ROLE $APP_ROLE CONNECTION LIMIT -1" \
 		-c "GRANT INSERT ON payments TO $APP_ROLE" >/dev/null 2>&1
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# stop_pid PID: SIGTERM, then wait at most 30 s (SIGKILL after).  Sets
+# STOP_RC to the exit status, or to "still running after 30 s".  (Not in a
+# $(...) subshell: only this shell can wait for its children.)
+stop_pid() {
+	kill "$1" 2>/dev/null
+	if timeout 30 tail --pid="$1" -s 0.1 -f /dev/null; then
+		wait "$1" 2>/dev/null
+		STOP_RC=$?
+	else
+		kill -9 "$1" 2>/dev/null
+		wait "$1" 2>/dev/null
+		STOP_RC="still running after 30 s"
+	fi
+}
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -279,8 +293,13 @@ run_example() {
 		not_ok "$lang: exactly one payment row per key" "expected $want" "got $counts"
 	fi
 
-	kill "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
+	stop_pid "$pid"
+	# 143: killed by the SIGTERM (a JVM's status); 0: a clean exit.
+	if [ "$STOP_RC" = 0 ] || [ "$STOP_RC" = 143 ]; then
+		ok "$lang: server stops on SIGTERM"
+	else
+		not_ok "$lang: server stops on SIGTERM" "exit status $STOP_RC"
+	fi
 	if [ "$failures" -gt "$failed_before" ]; then
 		echo "# $lang server log (tail):"
 		tail -n 30 "$WORK/$lang.log" | sed 's/^/#   /'
@@ -318,21 +337,13 @@ relay_start() {
 }
 
 relay_stop() {
-	kill "$relay"
 	# Bounded, so that a relay deaf to SIGTERM fails the test instead of
 	# hanging the run.
-	local rc
-	if timeout 30 tail --pid="$relay" -s 0.1 -f /dev/null; then
-		wait "$relay"
-		rc=$?
-	else
-		kill -9 "$relay"
-		rc="still running after 30 s"
-	fi
-	if [ "$rc" = 0 ]; then
+	stop_pid "$relay"
+	if [ "$STOP_RC" = 0 ]; then
 		ok "relay stops on SIGTERM ($1)"
 	else
-		not_ok "relay stops on SIGTERM ($1)" "exit status $rc"
+		not_ok "relay stops on SIGTERM ($1)" "exit status $STOP_RC"
 	fi
 }
 
