@@ -42,12 +42,24 @@ idem_install_deps() {
 		libtap-parser-sourcehandler-pgtap-perl
 		libipc-run-perl
 		libdbd-pg-perl
+		# examples/ (run by the suite "examples"): a driver per language,
+		# each from Debian, and curl to drive the services.
+		python3-psycopg
+		golang-go golang-github-jackc-pgx-v4-dev
+		libpostgresql-jdbc-java
+		curl
 		"$@"
 	)
 	local missing=() p
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 	done
+	# A JDK and Node.js may come from elsewhere than Debian's packages (a
+	# NodeSource nodejs bundles npm and conflicts with Debian's npm): ask
+	# for the Debian packages only when the command is missing.
+	command -v javac >/dev/null || missing+=(default-jdk-headless)
+	command -v node >/dev/null || missing+=(nodejs)
+	command -v npm >/dev/null || missing+=(npm)
 	if [ ${#missing[@]} -gt 0 ]; then
 		echo "== installing: ${missing[*]}"
 		idem_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -11,6 +11,7 @@
 #              every public name documented once, META.json; and a self-test
 #              proving the checker fails on broken fixtures)
 #   clients    test/clients/               (real ORMs and drivers, TAP output)
+#   examples   examples/run.sh             (the HTTP services of examples/, driven by curl)
 # and ends with the line "N passed, N failed", counting individual tests.
 # A failing suite prints its diff or its failing assertions.
 #
@@ -19,7 +20,7 @@
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SUITES=${IDEM_SUITES:-regress isolation pgtap tap doctest clients}
+SUITES=${IDEM_SUITES:-regress isolation pgtap tap doctest clients examples}
 passed=0
 failed=0
 broken=()
@@ -216,6 +217,18 @@ run_clients() {
 	died=$(grep -c '^not ok - ' "$log" || true)
 	failed=$((failed + died)); last_bad=$((last_bad + died)); suite_total=$((suite_total + died))
 	check_runner clients 0
+}
+
+# The example services (Python, Node, Go, Java) and the relay, built and
+# run against the throwaway cluster; examples/run.sh prints TAP.
+run_examples() {
+	[ -f examples/run.sh ] || return 0
+	echo "== examples (examples/run.sh)"
+	local rc=0
+	bash examples/run.sh >"$LOGS/examples.log" 2>&1 || rc=$?
+	grep -vE '^ok [0-9]+' "$LOGS/examples.log" || true
+	count_tap "$LOGS/examples.log"
+	check_runner examples "$rc"
 }
 
 for suite in $SUITES; do
