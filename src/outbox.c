@@ -1922,7 +1922,8 @@ trim_truncate_leaf(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
  * The fallback for a leaf that holds ids of more than one lap of the ring
  * (a consumer lags by more than the ring, so the leaf is never all
  * finished): delete, row by row, up to *budget of its finished events.
- * Returns how many were deleted.
+ * Returns how many were deleted.  The 0.1 table of a database whose
+ * extension is not updated yet is trimmed this way too, as 0.1 did.
  */
 static int64
 trim_delete_laps(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
@@ -1947,7 +1948,8 @@ trim_delete_laps(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
 	UnlockRelationOid(leaf->relid, AccessShareLock);	/* scan_leaf took its own */
 	if (!leaf_edge(s, leaf, true, false, &xid, &minid) ||
 		!leaf_edge(s, leaf, true, true, &xid, &maxid) ||
-		minid / IDEM_OUTBOX_SEGMENT_IDS == maxid / IDEM_OUTBOX_SEGMENT_IDS)
+		(minid / IDEM_OUTBOX_SEGMENT_IDS == maxid / IDEM_OUTBOX_SEGMENT_IDS &&
+		 s->parent->rd_rel->relkind == RELKIND_PARTITIONED_TABLE))
 	{
 		leaf_close(s, i);
 		return 0;
@@ -2096,7 +2098,8 @@ idem_outbox_trim(int32 max_rows)
 		int64		n;
 
 		CHECK_FOR_INTERRUPTS();
-		n = trim_truncate_leaf(&scan, i, snaps, nsnaps, cutoff);
+		n = scan.parent->rd_rel->relkind == RELKIND_PARTITIONED_TABLE ?
+			trim_truncate_leaf(&scan, i, snaps, nsnaps, cutoff) : -1;
 		if (n >= 0)
 			removed += n;
 		else
