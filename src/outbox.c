@@ -19,15 +19,21 @@
  * exhausted, P := C.  Nothing relies on ids growing with commit order, which
  * is what makes `id > last_id` lose the events of long transactions.
  *
+ * Storage is a ring (0.2, src/sql/40_outbox.sql): idem.outbox is
+ * partitioned by (id / S) % N, so run r of S consecutive ids lives in leaf
+ * r % N, and each leaf has its own primary key (id) INCLUDE (xid) and its
+ * (xid, id) index.
+ *
  * The walk never wades through events outside the window.  When a window
- * opens, one index-only pass over its entries in the (xid, id) index finds
- * the smallest and largest event id in it: every event of the window has
- * either an xid in [P.xmax, C.xmax) -- one range of that index -- or an xid
- * that was running at P and is finished at C (a short list, PgQ's "IN
- * list", probed by equality).  Batches then walk the primary key, which
- * carries the xid, from the cursor up to that largest id, skipping entries
- * of other windows on the index tuple alone.  So a batch costs its own rows,
- * not the retained history, not the rest of the window.
+ * opens, one index-only pass over its entries in each leaf's (xid, id)
+ * index finds the smallest and largest event id in it: every event of the
+ * window has either an xid in [P.xmax, C.xmax) -- one range of that index
+ * -- or an xid that was running at P and is finished at C (a short list,
+ * PgQ's "IN list", probed by equality).  Batches then walk the primary
+ * keys, which carry the xid, from the cursor up to that largest id, run by
+ * run in the leaf of each run (so in id order), skipping entries of other
+ * windows on the index tuple alone.  So a batch costs its own rows, not the
+ * retained history, not the rest of the window.
  *
  * Each consumer locks only its own row of idem.consumers, and only when
  * there is something to do; emitters never touch that table.
@@ -39,9 +45,13 @@
  * filter (privileges.c).  The functions are therefore not SECURITY DEFINER:
  * they check their caller, then run their SQL as the owner of
  * idem.consumers.  A database not yet updated to 0.2 has no owner column;
- * there the 0.1 statements run and nothing is checked.  Trimming
- * deletes events whose xid is visible in every consumer's P, in bounded
- * batches.
+ * there the 0.1 statements run and nothing is checked.
+ *
+ * Trimming removes events whose xid is visible in every consumer's P: a
+ * whole leaf at a time with TRUNCATE once all its events are (see
+ * idem_outbox_trim and trim_truncate_leaf), so that space comes back
+ * whatever old snapshot some session holds; rows are deleted one by one
+ * only in a leaf that holds two laps of the ring.
  *
  * IDENTIFICATION
  *	  src/outbox.c

@@ -126,6 +126,8 @@ REVOKE ALL ON TABLE idem.outbox_5 FROM PUBLIC;
 REVOKE ALL ON TABLE idem.outbox_6 FROM PUBLIC;
 REVOKE ALL ON TABLE idem.outbox_7 FROM PUBLIC;
 REVOKE ALL ON SEQUENCE idem.outbox_id_seq FROM PUBLIC;
+COMMENT ON FUNCTION idem.trim_outbox(integer) IS
+'Remove the events every consumer has finished (with no consumer, older than idem.outbox_retention): whole leaves of the ring by TRUNCATE, and up to max_rows events one by one in a leaf holding two laps; idem.maintain() does this';
 -- <<< the outbox ring
 
 -- >>> invariants (SPEC.md section 6): the objects of src/sql/50_invariants.sql,

@@ -220,7 +220,7 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION idem.trim_outbox(integer) IS
-'Delete up to max_rows events every consumer has finished (with no consumer, older than idem.outbox_retention); idem.maintain() does this';
+'Remove the events every consumer has finished (with no consumer, older than idem.outbox_retention): whole leaves of the ring by TRUNCATE, and up to max_rows events one by one in a leaf holding two laps; idem.maintain() does this';
 
 REVOKE ALL ON FUNCTION idem.emit(text, jsonb, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION idem.subscribe(text, text[], boolean) FROM PUBLIC;
