@@ -68,13 +68,15 @@ SELECT consumer, pending, open_batch_id FROM idem.consumer_lag ORDER BY consumer
 SELECT idem.finish_batch('slow', 7);
 SELECT consumer, pending, open_batch_id FROM idem.consumer_lag ORDER BY consumer;
 
--- Trimming deletes the events every consumer has finished.  'slow' is in
--- the middle of its window (14 events left), and 'relay' has not read the
--- latest event: both hold their events back.
+-- Trimming removes the events every consumer has finished, a whole leaf
+-- of the ring at a time (TRUNCATE; docs/outbox-storage.md).  All these
+-- events are in leaf idem.outbox_0.  'slow' is in the middle of its window
+-- (14 events left), and 'relay' has not read the latest event: both hold
+-- the leaf back (sql/outbox_storage.sql shows leaves emptied one by one).
 SELECT count(*) AS events FROM idem.outbox;
 SELECT idem.trim_outbox(1000);
 SELECT count(*) AS events, min(id) AS oldest FROM idem.outbox;
--- in bounded batches
+-- still held back by 'relay' (max_rows only bounds row-by-row deletes)
 INSERT INTO delivered SELECT batch_id, id FROM idem.next_batch('slow', 100);
 SELECT idem.finish_batch('slow', 8);
 SELECT idem.trim_outbox(5);
@@ -86,7 +88,8 @@ SELECT idem.trim_outbox(1000);
 SELECT count(*) AS events FROM idem.outbox;
 
 -- With no consumer at all, events are kept for idem.outbox_retention
--- (7 days by default) and then trimmed, oldest first.
+-- (7 days by default) and then trimmed, a leaf once all its events are
+-- that old.
 SELECT idem.unsubscribe('relay'), idem.unsubscribe('slow');
 SHOW idem.outbox_retention;
 SELECT count(idem.emit('unread', jsonb_build_object('n', g))) FROM generate_series(1, 6) g;

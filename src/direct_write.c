@@ -30,6 +30,20 @@
  * Indexes a user adds need no exception: ExecInsertIndexTuples maintains
  * and checks every index, as for the statement.
  *
+ * A partitioned table (idem.outbox since 0.2, LIST ((id / S) % N)) is
+ * written leaf by leaf: the caller draws the id, computes the key as the
+ * partition key expression does (int8 division and remainder, both
+ * truncating toward zero in C as in int8div/int8mod), and writes into the
+ * leaf that tuple routing (ExecFindPartition) would choose.  Pristine then
+ * also means: the partition key is exactly that expression, the leaves are
+ * exactly N plain tables bound to the values 0..N-1 (no default partition,
+ * no partition being detached), and every leaf has the parent's columns at
+ * the same positions, with no trigger, CHECK constraint, rule or row
+ * security of its own.  The parent is locked first, then the leaf, and a
+ * leaf's shape is only trusted once the leaf itself is locked: DETACH takes
+ * AccessExclusiveLock on the partition, and ALTER TABLE on a leaf locks
+ * the leaf, so neither can change what was checked under both locks.
+ *
  * What is known about a table is cached per backend, and only trusted after
  * the table is opened and locked: acquiring the lock processes the pending
  * invalidation messages (LockRelationOid -> AcceptInvalidationMessages), and
@@ -47,9 +61,12 @@
 
 #include "access/table.h"
 #include "catalog/dependency.h"
+#include "catalog/partition.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "nodes/primnodes.h"
+#include "partitioning/partbounds.h"
+#include "partitioning/partdesc.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -71,17 +88,29 @@ static Oid	direct_lookup(DirectTable *t);
 static void direct_load(DirectTable *t, Relation rel);
 static void deviate(DirectTable *t, const char *fmt,...) pg_attribute_printf(2, 3);
 static bool default_is_call(Relation rel, AttrNumber attnum, Oid func);
+static void direct_load_partitions(DirectTable *t, Relation rel);
+static bool direct_leaf_pristine(DirectTable *t, Relation leaf);
 
 /* Relcache callback: one of our tables changed, or everything may have. */
 static void
 direct_relcache_callback(Datum arg, Oid relid)
 {
 	for (int i = 0; i < direct_ntables; i++)
-		if (relid == InvalidOid || relid == direct_tables[i]->relid)
+	{
+		DirectTable *t = direct_tables[i];
+
+		if (relid == InvalidOid || relid == t->relid)
 		{
 			direct_inval_gen++;
 			return;
 		}
+		for (int k = 0; k < t->nleaves; k++)
+			if (relid == t->leaf_oid[k])
+			{
+				direct_inval_gen++;
+				return;
+			}
+	}
 }
 
 static void
@@ -211,7 +240,21 @@ direct_load(DirectTable *t, Relation rel)
 	for (int c = 0; c < t->ncols; c++)
 		t->attidx[c] = -1;
 
-	if (form->relkind != RELKIND_RELATION)
+	for (int k = 0; k < IDEM_DIRECT_MAX_LEAVES; k++)
+	{
+		t->leaf_oid[k] = InvalidOid;
+		t->leaf_gen[k] = 0;
+		t->leaf_pristine[k] = false;
+	}
+	/*
+	 * A table described as partitioned may still be the plain table of a
+	 * database whose extension is not updated yet: it is written directly
+	 * too, as before.
+	 */
+	t->partitioned = (t->nleaves > 0 && form->relkind == RELKIND_PARTITIONED_TABLE);
+	if (t->partitioned)
+		direct_load_partitions(t, rel);
+	else if (form->relkind != RELKIND_RELATION)
 		deviate(t, "is not a plain table");
 	if (form->relispartition)
 		deviate(t, "is a partition of another table");
@@ -289,4 +332,151 @@ direct_load(DirectTable *t, Relation rel)
 		deviate(t, "has a rule");
 	if (form->relrowsecurity)
 		deviate(t, "has row level security enabled");
+}
+
+/*
+ * The partition key and the leaves of a partitioned table, under the
+ * parent's lock: the key must be LIST ((col / leaf_ids) % nleaves) -- as
+ * PostgreSQL prints it back, which normalizes spacing and qualification --
+ * and every value 0..nleaves-1 must have a leaf of its own.
+ */
+static void
+direct_load_partitions(DirectTable *t, Relation rel)
+{
+	char		want[128];
+	char	   *got;
+	PartitionDesc pd;
+	PartitionBoundInfo bi;
+
+	snprintf(want, sizeof(want), "LIST ((((%s / " INT64_FORMAT ") %% (%d)::bigint)))",
+			 t->cols[0].name, t->leaf_ids, t->nleaves);
+	got = TextDatumGetCString(DirectFunctionCall1(pg_get_partkeydef,
+												  ObjectIdGetDatum(RelationGetRelid(rel))));
+	if (strcmp(got, want) != 0)
+	{
+		deviate(t, "is partitioned by %s instead of %s", got, want);
+		return;
+	}
+
+	/* detached partitions included: one being detached is a difference */
+	pd = RelationGetPartitionDesc(rel, false);
+	bi = pd->boundinfo;
+	if (pd->detached_exist)
+		deviate(t, "has a partition being detached");
+	if (pd->nparts != t->nleaves || bi == NULL || bi->strategy != PARTITION_STRATEGY_LIST ||
+		bi->ndatums != t->nleaves || partition_bound_has_default(bi) ||
+		partition_bound_accepts_nulls(bi))
+	{
+		deviate(t, "does not have exactly the %d partitions pg_idem created", t->nleaves);
+		return;
+	}
+	for (int i = 0; i < bi->ndatums; i++)
+	{
+		int64		v = DatumGetInt64(bi->datums[i][0]);
+		int			part = bi->indexes[i];
+
+		if (v < 0 || v >= t->nleaves || OidIsValid(t->leaf_oid[v]) ||
+			part < 0 || part >= pd->nparts || !pd->is_leaf[part])
+		{
+			deviate(t, "does not have exactly the %d partitions pg_idem created", t->nleaves);
+			return;
+		}
+		t->leaf_oid[v] = pd->oids[part];
+	}
+}
+
+/*
+ * Is the leaf (opened and locked) as pg_idem created it: a plain table with
+ * the parent's columns at the same positions, the same types, collations
+ * and nullability, and nothing of its own that the executor would apply to
+ * a routed row (triggers, CHECK constraints, rules, row security)?  Its
+ * defaults do not matter: a routed row gets the parent's.
+ */
+static bool
+direct_leaf_pristine(DirectTable *t, Relation leaf)
+{
+	TupleDesc	desc = RelationGetDescr(leaf);
+	Form_pg_class form = leaf->rd_rel;
+	int			ncols = 0;
+
+	if (form->relkind != RELKIND_RELATION || !form->relispartition)
+		return false;
+	for (int i = 0; i < desc->natts; i++)
+		if (!TupleDescAttr(desc, i)->attisdropped)
+			ncols++;
+	for (int c = 0; c < t->ncols; c++)
+	{
+		const DirectColumn *dc = &t->cols[c];
+		Form_pg_attribute a;
+
+		if (t->attidx[c] < 0)
+			continue;
+		ncols--;
+		if (t->attidx[c] >= desc->natts)
+			return false;
+		a = TupleDescAttr(desc, t->attidx[c]);
+		if (a->attisdropped || strcmp(NameStr(a->attname), dc->name) != 0 ||
+			a->atttypid != dc->type || a->atttypmod != -1 ||
+			a->attcollation != dc->collation || a->attnotnull != dc->notnull ||
+			a->attgenerated)
+			return false;
+	}
+	if (ncols != 0)
+		return false;
+	if (leaf->trigdesc != NULL && leaf->trigdesc->numtriggers > 0)
+		return false;
+	if (desc->constr != NULL && desc->constr->num_check > 0)
+		return false;
+	if (form->relhasrules || form->relrowsecurity)
+		return false;
+	return true;
+}
+
+/*
+ * Open and lock leaf number `leaf` of a partitioned table whose parent the
+ * caller has opened with idem_direct_open() and still holds.  Returns NULL
+ * when the row cannot be written there directly (the table is not
+ * pristine, or that leaf is not): the caller then takes the executor's
+ * path.  Locking the leaf processes invalidations; if any concerned the
+ * table, the parent (still locked) is checked again before the leaf is
+ * trusted, and the leaf's own shape is learned under its lock.
+ */
+Relation
+idem_direct_open_leaf(DirectTable *t, Relation parent, int leaf, LOCKMODE lockmode)
+{
+	for (int tries = 0; tries < 3; tries++)
+	{
+		Oid			leafid;
+		Relation	rel;
+
+		if (!t->pristine || leaf < 0 || leaf >= t->nleaves)
+			return NULL;
+		leafid = t->leaf_oid[leaf];
+		rel = try_table_open(leafid, lockmode);
+		if (t->loaded_gen != direct_inval_gen)
+		{
+			/* something changed: look at the parent again, under its lock */
+			uint64		gen = direct_inval_gen;
+
+			direct_load(t, parent);
+			t->loaded_gen = gen;
+			if (rel != NULL && (!t->pristine || t->leaf_oid[leaf] != leafid))
+			{
+				table_close(rel, lockmode);
+				continue;
+			}
+		}
+		if (rel == NULL)
+			continue;
+		if (t->leaf_gen[leaf] != t->loaded_gen)
+		{
+			t->leaf_pristine[leaf] = direct_leaf_pristine(t, rel);
+			t->leaf_gen[leaf] = t->loaded_gen;
+		}
+		if (t->leaf_pristine[leaf])
+			return rel;
+		table_close(rel, lockmode);
+		return NULL;
+	}
+	return NULL;
 }

@@ -18,6 +18,7 @@
 #include "utils/relcache.h"
 
 #define IDEM_DIRECT_MAX_COLS 16
+#define IDEM_DIRECT_MAX_LEAVES 16
 #define IDEM_DIRECT_DEVIATION_LEN 256
 
 /* Where a column's value comes from in the SQL statement a C path imitates */
@@ -51,6 +52,14 @@ typedef struct DirectTable
 	int			ncols;
 	const DirectColumn *cols;
 
+	/*
+	 * A table partitioned by LIST ((<first column> / leaf_ids) % nleaves)
+	 * into nleaves leaves (0: a plain table).  The first column must be the
+	 * DC_IDENTITY one.
+	 */
+	int			nleaves;
+	int64		leaf_ids;
+
 	/* learned from the opened relation; valid while nothing invalidates it */
 	bool		loaded;
 	uint64		loaded_gen;
@@ -59,8 +68,20 @@ typedef struct DirectTable
 	Oid			identity_seq;	/* sequence of the DC_IDENTITY column */
 	bool		pristine;
 	char		deviation[IDEM_DIRECT_DEVIATION_LEN];	/* why not, if not */
+
+	/*
+	 * Partitioned: the leaf of each key value, and each leaf's shape as
+	 * learned under its own lock (valid while leaf_gen[k] is current).
+	 */
+	bool		partitioned;	/* nleaves > 0 and partitioned (else plain, as
+								 * before the upgrade that partitions it) */
+	Oid			leaf_oid[IDEM_DIRECT_MAX_LEAVES];
+	uint64		leaf_gen[IDEM_DIRECT_MAX_LEAVES];
+	bool		leaf_pristine[IDEM_DIRECT_MAX_LEAVES];
 } DirectTable;
 
 extern Relation idem_direct_open(DirectTable *t, LOCKMODE lockmode);
+extern Relation idem_direct_open_leaf(DirectTable *t, Relation parent, int leaf,
+									  LOCKMODE lockmode);
 
 #endif							/* IDEM_DIRECT_WRITE_H */

@@ -16,7 +16,9 @@
  * so it can work through a large backlog while holding each batch's row
  * locks for milliseconds.  Neither waits for application traffic: expired
  * keys are picked with SKIP LOCKED (a key being taken over is skipped), and
- * the outbox events deleted are ones no emitter or relay touches any more.
+ * the outbox is trimmed a leaf of its ring at a time, with TRUNCATE, only
+ * when nobody holds a lock on that leaf (outbox.c); committing right after
+ * each batch lets emitters into a just-truncated leaf go on at once.
  *
  * The worker follows the src/test/modules/worker_spi skeleton: it connects
  * to idem.maintenance_database once, sleeps on its latch between runs,

@@ -19,15 +19,21 @@
  * exhausted, P := C.  Nothing relies on ids growing with commit order, which
  * is what makes `id > last_id` lose the events of long transactions.
  *
+ * Storage is a ring (0.2, src/sql/40_outbox.sql): idem.outbox is
+ * partitioned by (id / S) % N, so run r of S consecutive ids lives in leaf
+ * r % N, and each leaf has its own primary key (id) INCLUDE (xid) and its
+ * (xid, id) index.
+ *
  * The walk never wades through events outside the window.  When a window
- * opens, one index-only pass over its entries in the (xid, id) index finds
- * the smallest and largest event id in it: every event of the window has
- * either an xid in [P.xmax, C.xmax) -- one range of that index -- or an xid
- * that was running at P and is finished at C (a short list, PgQ's "IN
- * list", probed by equality).  Batches then walk the primary key, which
- * carries the xid, from the cursor up to that largest id, skipping entries
- * of other windows on the index tuple alone.  So a batch costs its own rows,
- * not the retained history, not the rest of the window.
+ * opens, one index-only pass over its entries in each leaf's (xid, id)
+ * index finds the smallest and largest event id in it: every event of the
+ * window has either an xid in [P.xmax, C.xmax) -- one range of that index
+ * -- or an xid that was running at P and is finished at C (a short list,
+ * PgQ's "IN list", probed by equality).  Batches then walk the primary
+ * keys, which carry the xid, from the cursor up to that largest id, run by
+ * run in the leaf of each run (so in id order), skipping entries of other
+ * windows on the index tuple alone.  So a batch costs its own rows, not the
+ * retained history, not the rest of the window.
  *
  * Each consumer locks only its own row of idem.consumers, and only when
  * there is something to do; emitters never touch that table.
@@ -39,9 +45,13 @@
  * filter (privileges.c).  The functions are therefore not SECURITY DEFINER:
  * they check their caller, then run their SQL as the owner of
  * idem.consumers.  A database not yet updated to 0.2 has no owner column;
- * there the 0.1 statements run and nothing is checked.  Trimming
- * deletes events whose xid is visible in every consumer's P, in bounded
- * batches.
+ * there the 0.1 statements run and nothing is checked.
+ *
+ * Trimming removes events whose xid is visible in every consumer's P: a
+ * whole leaf at a time with TRUNCATE once all its events are (see
+ * idem_outbox_trim and trim_truncate_leaf), so that space comes back
+ * whatever old snapshot some session holds; rows are deleted one by one
+ * only in a leaf that holds two laps of the ring.
  *
  * IDENTIFICATION
  *	  src/outbox.c
@@ -51,6 +61,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/itup.h"
 #include "access/relscan.h"
@@ -61,21 +72,29 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "partitioning/partbounds.h"
+#include "partitioning/partdesc.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "lib/stringinfo.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/ruleutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
@@ -116,22 +135,51 @@ typedef struct OutboxAttrs
 } OutboxAttrs;
 
 /*
- * Walks of idem.outbox's two indexes: the primary key (id) INCLUDE (xid),
- * walked in id order, and (xid, id), walked by xid.  Both carry the xid, so
- * entries outside a window are skipped on the index tuple; the heap is
- * fetched, under an MVCC snapshot, only for the entries kept.
+ * One leaf of the ring (a partition of idem.outbox), opened on demand.
+ * Its indexes are found by their columns: the primary key (id) INCLUDE
+ * (xid) and (xid, id).
+ */
+typedef struct OutboxLeaf
+{
+	Oid			relid;
+	Relation	heap;			/* NULL until opened */
+	Relation	pkey;			/* (id) INCLUDE (xid) */
+	Relation	byxid;			/* (xid, id) */
+	TupleTableSlot *slot;
+	OutboxAttrs att;
+} OutboxLeaf;
+
+/*
+ * Walks of the leaves' two indexes: the primary key, walked in id order,
+ * and (xid, id), walked by xid.  Both carry the xid, so entries outside a
+ * window are skipped on the index tuple; the heap is fetched, under an MVCC
+ * snapshot, only for the entries kept.  One walk is in progress at a time,
+ * in leaf `cur`.
+ *
+ * The leaves are opened when a walk first needs them and closed, with
+ * their AccessShareLock released, by scan_end() at the end of the call
+ * (scan_end's comment says why that is safe): a relay that keeps its
+ * transaction open while it works must not keep trimming's TRUNCATE away.
  */
 typedef struct OutboxScan
 {
-	Relation	heap;
-	Relation	pkey;			/* outbox_pkey: (id) INCLUDE (xid) */
-	Relation	byxid;			/* outbox_xid_id_idx: (xid, id) */
+	Relation	parent;			/* idem.outbox */
+	int			nleaves;
+	OutboxLeaf *leaves;
+	int			leaf_of_value[IDEM_OUTBOX_LEAVES];	/* key value -> leaf, or -1 */
 	Snapshot	snapshot;
 	IndexScanDesc scan;			/* the walk in progress */
-	TupleTableSlot *slot;
-	OutboxAttrs att;
+	OutboxLeaf *cur;			/* its leaf */
 	ScanKeyData keys[2];
 } OutboxScan;
+
+/* A row of a batch, copied from its leaf. */
+typedef struct OutboxRow
+{
+	HeapTuple	tup;
+	OutboxLeaf *leaf;
+	int64		id;
+} OutboxRow;
 
 /* A topic filter: NULL (every topic) or a list of names. */
 typedef struct TopicFilter
@@ -296,10 +344,6 @@ static IdemPlan trim_consumers_plan = {
 	0, {InvalidOid}
 };
 
-static IdemPlan trim_delete_plan = {
-	"DELETE FROM idem.outbox o WHERE o.id OPERATOR(pg_catalog.=) ANY ($1)",
-	1, {INT8ARRAYOID}
-};
 
 /*
  * The heavyweight lock that keeps trimming away from consumers not yet
@@ -322,8 +366,10 @@ static void execute_latest(IdemPlan *plan);
 static OutboxSnapshot *snapshot_empty_at(FullTransactionId xid);
 static FullTransactionId fxid_before(FullTransactionId xid);
 static void scan_begin(OutboxScan *s);
-static void scan_by_xid(OutboxScan *s, FullTransactionId lo, FullTransactionId hi);
-static void scan_by_id(OutboxScan *s, int64 after, int64 last);
+static OutboxLeaf *scan_leaf(OutboxScan *s, int i);
+static void scan_by_xid(OutboxScan *s, OutboxLeaf *leaf, FullTransactionId lo,
+						FullTransactionId hi);
+static void scan_by_id(OutboxScan *s, OutboxLeaf *leaf, int64 after, int64 last);
 static bool scan_next(OutboxScan *s, FullTransactionId *xid, int64 *id);
 static bool scan_fetch(OutboxScan *s);
 static void scan_refresh_snapshot(OutboxScan *s);
@@ -336,7 +382,7 @@ static bool window_bounds(OutboxScan *s, const OutboxSnapshot *prev,
 						  int64 *last);
 static int64 fetch_window(OutboxScan *s, const Window *w, int64 upto,
 						  const TopicFilter *tf, int64 limit,
-						  HeapTuple **rows, int64 *last_kept);
+						  OutboxRow **rows, int64 *last_kept);
 static bool read_consumer(text *consumer, ConsumerState *st, bool lock,
 						  Oid userid);
 static Oid	consumer_owner(text *consumer, bool lock, bool *exists);
@@ -345,8 +391,8 @@ static bool snapshot_is_foreign(const OutboxSnapshot *s);
 static void report_consumer_unknown(text *consumer);
 static Tuplestorestate *begin_materialize(FunctionCallInfo fcinfo,
 										  TupleDesc *tupdesc);
-static void put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
-					  int64 batch_id, HeapTuple *rows, int64 n);
+static void put_batch(Tuplestorestate *ts, TupleDesc tupdesc,
+					  int64 batch_id, OutboxRow *rows, int64 n);
 static void advance(text *consumer, Datum snapshot);
 static bool try_open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
 						   int32 max_events, Tuplestorestate *ts,
@@ -355,6 +401,17 @@ static void next_batch(text *consumer, int32 max_events, Tuplestorestate *ts,
 					   TupleDesc tupdesc, Oid userid);
 static int64 finish_batch(text *consumer, int64 batch_id, Oid userid);
 static void trim_add(Datum **ids, int *n, int *max, int64 id);
+static void leaf_close(OutboxScan *s, int i);
+static bool leaf_edge(OutboxScan *s, OutboxLeaf *leaf, bool by_id, bool last,
+					  FullTransactionId *xid, int64 *id);
+static bool leaf_has_xid(OutboxScan *s, OutboxLeaf *leaf, FullTransactionId xid);
+static bool leaf_finished(OutboxScan *s, OutboxLeaf *leaf, OutboxSnapshot **snaps,
+						  int nsnaps);
+static int64 leaf_count(OutboxLeaf *leaf, Snapshot snap, TimestampTz cutoff);
+static int64 trim_truncate_leaf(OutboxScan *s, int i, OutboxSnapshot **snaps,
+								int nsnaps, TimestampTz cutoff);
+static int64 trim_delete_laps(OutboxScan *s, int i, OutboxSnapshot **snaps,
+							  int nsnaps, TimestampTz cutoff, int *budget);
 
 /*
  * Read a consumer or topic name argument: NULL raises 22004, an empty or
@@ -564,85 +621,168 @@ fxid_before(FullTransactionId xid)
 }
 
 /*
- * Open idem.outbox and its indexes for walks, under a snapshot at least as
+ * Open idem.outbox for walks of its leaves, under a snapshot at least as
  * new as any window snapshot taken before (a fresh one under READ
  * COMMITTED; under REPEATABLE READ the transaction's, which is then also
  * the window's): every event of a window is visible to the walk.
+ *
+ * The leaves are listed from the partition descriptor, with the leaf that
+ * holds each value 0..N-1 of the partition key (a default partition takes
+ * the values no list names), so that the id walk can go run by run.  A
+ * partition that is itself partitioned is not supported.
  */
 static void
 scan_begin(OutboxScan *s)
 {
 	Oid			nsp = get_namespace_oid("idem", false);
 	Oid			relid = get_relname_relid("outbox", nsp);
-	Oid			pkeyid = get_relname_relid("outbox_pkey", nsp);
-	Oid			byxidid = get_relname_relid("outbox_xid_id_idx", nsp);
-	TupleDesc	desc;
+	PartitionDesc pd;
+	PartitionBoundInfo bi;
 
-	if (!OidIsValid(relid) || !OidIsValid(pkeyid) || !OidIsValid(byxidid))
-		elog(ERROR, "pg_idem: idem.outbox or one of its indexes is missing");
-
-	s->heap = table_open(relid, AccessShareLock);
-	s->pkey = index_open(pkeyid, AccessShareLock);
-	s->byxid = index_open(byxidid, AccessShareLock);
-	if (IndexRelationGetNumberOfAttributes(s->pkey) != 2 ||
-		IndexRelationGetNumberOfAttributes(s->byxid) != 2)
-		elog(ERROR, "pg_idem: the indexes of idem.outbox do not have the expected columns");
-
-	memset(&s->att, 0, sizeof(s->att));
-	desc = RelationGetDescr(s->heap);
-	for (int i = 0; i < desc->natts; i++)
+	if (!OidIsValid(relid))
+		elog(ERROR, "pg_idem: idem.outbox is missing");
+	s->parent = table_open(relid, AccessShareLock);
+	s->snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	s->scan = NULL;
+	s->cur = NULL;
+	if (s->parent->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
 	{
-		Form_pg_attribute a = TupleDescAttr(desc, i);
+		/* 0.1's plain table, until ALTER EXTENSION UPDATE: one leaf */
+		s->nleaves = 1;
+		s->leaves = palloc0(sizeof(OutboxLeaf));
+		s->leaves[0].relid = relid;
+		for (int v = 0; v < IDEM_OUTBOX_LEAVES; v++)
+			s->leaf_of_value[v] = 0;
+		return;
+	}
+	pd = RelationGetPartitionDesc(s->parent, true);
+	bi = pd->boundinfo;
+	s->nleaves = pd->nparts;
+	s->leaves = palloc0(sizeof(OutboxLeaf) * Max(pd->nparts, 1));
+	for (int i = 0; i < pd->nparts; i++)
+	{
+		if (!pd->is_leaf[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("partition \"%s\" of idem.outbox is itself partitioned",
+							get_rel_name(pd->oids[i])),
+					 errhint("Keep the partitions pg_idem created; see docs/outbox-storage.md.")));
+		s->leaves[i].relid = pd->oids[i];
+	}
+	for (int v = 0; v < IDEM_OUTBOX_LEAVES; v++)
+		s->leaf_of_value[v] = (bi != NULL && partition_bound_has_default(bi)) ?
+			bi->default_index : -1;
+	for (int i = 0; bi != NULL && i < bi->ndatums; i++)
+	{
+		int64		v = DatumGetInt64(bi->datums[i][0]);
+
+		if (v >= 0 && v < IDEM_OUTBOX_LEAVES)
+			s->leaf_of_value[v] = bi->indexes[i];
+	}
+}
+
+/* Leaf i, opened (AccessShareLock) with its indexes on first use. */
+static OutboxLeaf *
+scan_leaf(OutboxScan *s, int i)
+{
+	OutboxLeaf *l = &s->leaves[i];
+	TupleDesc	desc;
+	List	   *indexes;
+	ListCell   *lc;
+
+	if (l->heap != NULL)
+		return l;
+	l->heap = table_open(l->relid, AccessShareLock);
+	indexes = RelationGetIndexList(l->heap);
+	foreach(lc, indexes)
+	{
+		Relation	ix = index_open(lfirst_oid(lc), AccessShareLock);
+		Form_pg_index f = ix->rd_index;
+		int			idcol = 0,
+					xidcol = 0;
+
+		desc = RelationGetDescr(l->heap);
+		for (int a = 0; a < desc->natts; a++)
+		{
+			if (strcmp(NameStr(TupleDescAttr(desc, a)->attname), "id") == 0)
+				idcol = a + 1;
+			else if (strcmp(NameStr(TupleDescAttr(desc, a)->attname), "xid") == 0)
+				xidcol = a + 1;
+		}
+		if (l->pkey == NULL && f->indisvalid && ix->rd_rel->relam == BTREE_AM_OID &&
+			f->indnatts == 2 && f->indnkeyatts == 1 && RelationGetIndexPredicate(ix) == NIL &&
+			f->indkey.values[0] == idcol && f->indkey.values[1] == xidcol)
+			l->pkey = ix;
+		else if (l->byxid == NULL && f->indisvalid && ix->rd_rel->relam == BTREE_AM_OID &&
+				 f->indnatts == 2 && f->indnkeyatts == 2 && RelationGetIndexPredicate(ix) == NIL &&
+				 f->indkey.values[0] == xidcol && f->indkey.values[1] == idcol)
+			l->byxid = ix;
+		else
+			index_close(ix, AccessShareLock);
+	}
+	list_free(indexes);
+	if (l->pkey == NULL || l->byxid == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("partition \"%s\" of idem.outbox lacks the indexes pg_idem created",
+						RelationGetRelationName(l->heap)),
+				 errdetail("Each partition needs a btree index on (id) INCLUDE (xid) and one on (xid, id).")));
+
+	memset(&l->att, 0, sizeof(l->att));
+	desc = RelationGetDescr(l->heap);
+	for (int i2 = 0; i2 < desc->natts; i2++)
+	{
+		Form_pg_attribute a = TupleDescAttr(desc, i2);
 		const char *name = NameStr(a->attname);
 
 		if (a->attisdropped)
 			continue;
 		if (strcmp(name, "id") == 0)
-			s->att.id = a->attnum;
+			l->att.id = a->attnum;
 		else if (strcmp(name, "topic") == 0)
-			s->att.topic = a->attnum;
+			l->att.topic = a->attnum;
 		else if (strcmp(name, "key") == 0)
-			s->att.key = a->attnum;
+			l->att.key = a->attnum;
 		else if (strcmp(name, "payload") == 0)
-			s->att.payload = a->attnum;
+			l->att.payload = a->attnum;
 		else if (strcmp(name, "headers") == 0)
-			s->att.headers = a->attnum;
+			l->att.headers = a->attnum;
 		else if (strcmp(name, "created_at") == 0)
-			s->att.created_at = a->attnum;
+			l->att.created_at = a->attnum;
 	}
-	if (!s->att.id || !s->att.topic || !s->att.key || !s->att.payload ||
-		!s->att.headers || !s->att.created_at)
+	if (!l->att.id || !l->att.topic || !l->att.key || !l->att.payload ||
+		!l->att.headers || !l->att.created_at)
 		elog(ERROR, "pg_idem: idem.outbox does not have the expected columns");
-
-	s->snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	s->slot = table_slot_create(s->heap, NULL);
-	s->scan = NULL;
+	l->slot = table_slot_create(l->heap, NULL);
+	return l;
 }
 
-/* Walk the (xid, id) index over lo <= xid <= hi, in (xid, id) order. */
+/* Walk a leaf's (xid, id) index over lo <= xid <= hi, in (xid, id) order. */
 static void
-scan_by_xid(OutboxScan *s, FullTransactionId lo, FullTransactionId hi)
+scan_by_xid(OutboxScan *s, OutboxLeaf *leaf, FullTransactionId lo, FullTransactionId hi)
 {
 	scan_end_walk(s);
 	ScanKeyInit(&s->keys[0], 1, BTGreaterEqualStrategyNumber, F_XID8GE,
 				FullTransactionIdGetDatum(lo));
 	ScanKeyInit(&s->keys[1], 1, BTLessEqualStrategyNumber, F_XID8LE,
 				FullTransactionIdGetDatum(hi));
-	s->scan = index_beginscan(s->heap, s->byxid, s->snapshot, 2, 0);
+	s->cur = leaf;
+	s->scan = index_beginscan(leaf->heap, leaf->byxid, s->snapshot, 2, 0);
 	s->scan->xs_want_itup = true;
 	index_rescan(s->scan, s->keys, 2, NULL, 0);
 }
 
-/* Walk the primary key over after < id <= last, in id order. */
+/* Walk a leaf's primary key over after < id <= last, in id order. */
 static void
-scan_by_id(OutboxScan *s, int64 after, int64 last)
+scan_by_id(OutboxScan *s, OutboxLeaf *leaf, int64 after, int64 last)
 {
 	scan_end_walk(s);
 	ScanKeyInit(&s->keys[0], 1, BTGreaterStrategyNumber, F_INT8GT,
 				Int64GetDatum(after));
 	ScanKeyInit(&s->keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE,
 				Int64GetDatum(last));
-	s->scan = index_beginscan(s->heap, s->pkey, s->snapshot, 2, 0);
+	s->cur = leaf;
+	s->scan = index_beginscan(leaf->heap, leaf->pkey, s->snapshot, 2, 0);
 	s->scan->xs_want_itup = true;
 	index_rescan(s->scan, s->keys, 2, NULL, 0);
 }
@@ -654,7 +794,7 @@ scan_next(OutboxScan *s, FullTransactionId *xid, int64 *id)
 	IndexTuple	itup;
 	TupleDesc	desc;
 	bool		isnull;
-	bool		by_id = (s->scan->indexRelation == s->pkey);
+	bool		by_id = (s->scan->indexRelation == s->cur->pkey);
 
 	if (index_getnext_tid(s->scan, ForwardScanDirection) == NULL)
 		return false;
@@ -666,13 +806,14 @@ scan_next(OutboxScan *s, FullTransactionId *xid, int64 *id)
 }
 
 /*
- * Fetch the current entry's row into s->slot; false when the snapshot does
- * not see it (its transaction aborted, or the row was trimmed).
+ * Fetch the current entry's row into its leaf's slot; false when the
+ * snapshot does not see it (its transaction aborted, or the row was
+ * deleted).
  */
 static bool
 scan_fetch(OutboxScan *s)
 {
-	return index_fetch_heap(s->scan, s->slot);
+	return index_fetch_heap(s->scan, s->cur->slot);
 }
 
 /*
@@ -702,17 +843,45 @@ scan_end_walk(OutboxScan *s)
 	if (s->scan != NULL)
 		index_endscan(s->scan);
 	s->scan = NULL;
+	s->cur = NULL;
 }
 
+/*
+ * Close the walks, and release the leaves' locks now rather than at commit.
+ *
+ * Why that is safe: nothing read from a leaf is used after this (batches
+ * are copied and detoasted into the result by put_batch() first), and the
+ * parent keeps its AccessShareLock until commit, so no DDL can change the
+ * table under the transaction.  What the early release allows is trimming's
+ * TRUNCATE of a leaf between two calls of a relay's transaction; it only
+ * truncates a leaf whose every event is visible in every consumer's
+ * finished snapshot as committed, and an event this relay may still be
+ * owed is not (its finished snapshot only moves forward, and an
+ * uncommitted move of it only makes it see more).  So a later call of the
+ * same transaction, even under an older REPEATABLE READ snapshot, finds
+ * every event it can need.  Without the early release a relay that keeps
+ * its transaction open while it works (next_batch, the work, finish_batch,
+ * commit) would hold every leaf's lock nearly all the time, and the
+ * trimmer's conditional AccessExclusiveLock would never be granted.
+ */
 static void
 scan_end(OutboxScan *s)
 {
 	scan_end_walk(s);
-	ExecDropSingleTupleTableSlot(s->slot);
 	UnregisterSnapshot(s->snapshot);
-	index_close(s->byxid, NoLock);
-	index_close(s->pkey, NoLock);
-	table_close(s->heap, NoLock);
+	for (int i = 0; i < s->nleaves; i++)
+	{
+		OutboxLeaf *l = &s->leaves[i];
+
+		if (l->heap == NULL)
+			continue;
+		ExecDropSingleTupleTableSlot(l->slot);
+		index_close(l->byxid, AccessShareLock);
+		index_close(l->pkey, AccessShareLock);
+		table_close(l->heap, AccessShareLock);
+		l->heap = NULL;
+	}
+	table_close(s->parent, NoLock);
 }
 
 /* Turn a text[] topic list (NULL: every topic) into a filter. */
@@ -774,35 +943,41 @@ window_bounds(OutboxScan *s, const OutboxSnapshot *prev,
 	FullTransactionId xid;
 	int64		id;
 
-	for (uint32 i = 0; i < prev->nxip; i++)
+	/* every leaf: a late commit's events may be in any of them */
+	for (int l = 0; l < s->nleaves; l++)
 	{
-		if (!snapshot_sees(window, prev->xip[i]))
-			continue;
-		scan_by_xid(s, prev->xip[i], prev->xip[i]);
-		while (scan_next(s, &xid, &id))
-		{
-			CHECK_FOR_INTERRUPTS();
-			if (!found || id < *first)
-				*first = id;
-			if (!found || id > *last)
-				*last = id;
-			found = true;
-		}
-	}
+		OutboxLeaf *leaf = scan_leaf(s, l);
 
-	if (FullTransactionIdPrecedes(prev->xmax, window->xmax))
-	{
-		scan_by_xid(s, prev->xmax, fxid_before(window->xmax));
-		while (scan_next(s, &xid, &id))
+		for (uint32 i = 0; i < prev->nxip; i++)
 		{
-			CHECK_FOR_INTERRUPTS();
-			if (!snapshot_sees(window, xid))
+			if (!snapshot_sees(window, prev->xip[i]))
 				continue;
-			if (!found || id < *first)
-				*first = id;
-			if (!found || id > *last)
-				*last = id;
-			found = true;
+			scan_by_xid(s, leaf, prev->xip[i], prev->xip[i]);
+			while (scan_next(s, &xid, &id))
+			{
+				CHECK_FOR_INTERRUPTS();
+				if (!found || id < *first)
+					*first = id;
+				if (!found || id > *last)
+					*last = id;
+				found = true;
+			}
+		}
+
+		if (FullTransactionIdPrecedes(prev->xmax, window->xmax))
+		{
+			scan_by_xid(s, leaf, prev->xmax, fxid_before(window->xmax));
+			while (scan_next(s, &xid, &id))
+			{
+				CHECK_FOR_INTERRUPTS();
+				if (!snapshot_sees(window, xid))
+					continue;
+				if (!found || id < *first)
+					*first = id;
+				if (!found || id > *last)
+					*last = id;
+				found = true;
+			}
 		}
 	}
 	scan_end_walk(s);
@@ -811,47 +986,69 @@ window_bounds(OutboxScan *s, const OutboxSnapshot *prev,
 
 /*
  * Fetch, in id order, up to limit events of the window w after w->done and
- * up to upto, among the filter's topics: a walk of the primary key that
+ * up to upto, among the filter's topics: a walk of the primary keys that
  * keeps the entries whose xid the window sees and its previous snapshot did
  * not.  Returns the count and the id of the last row kept; the rows are
  * copies in SPI memory.
+ *
+ * The walk goes run by run: ids [r * S, (r + 1) * S) are all in the leaf
+ * of key value r % N (the partition key is (id / S) % N), so walking each
+ * run's range in its leaf, runs in increasing order, visits the ids in
+ * increasing order, each exactly once, and opens only the leaves the range
+ * reaches.
  */
 static int64
 fetch_window(OutboxScan *s, const Window *w, int64 upto,
 			 const TopicFilter *tf, int64 limit,
-			 HeapTuple **rows, int64 *last_kept)
+			 OutboxRow **rows, int64 *last_kept)
 {
 	FullTransactionId xid;
 	int64		id;
 	int64		n = 0,
 				cap = 0;
+	int64		after = Max(w->done, -1);	/* ids start at 1 */
 
 	*rows = NULL;
-	scan_by_id(s, w->done, upto);
-	while (n < limit && scan_next(s, &xid, &id))
+	while (n < limit && after < upto)
 	{
-		bool		isnull;
+		int64		run = (after + 1) / IDEM_OUTBOX_SEGMENT_IDS;
+		int64		run_last = Min(upto, (run + 1) * IDEM_OUTBOX_SEGMENT_IDS - 1);
+		int			l = s->leaf_of_value[run % IDEM_OUTBOX_LEAVES];
 
-		CHECK_FOR_INTERRUPTS();
-		if (!snapshot_sees(w->window, xid) || snapshot_sees(w->prev, xid))
-			continue;
-		if (!scan_fetch(s))
-			continue;
-		if (tf != NULL &&
-			!topic_matches(tf, slot_getattr(s->slot, s->att.topic, &isnull)))
-			continue;
-
-		if (n >= cap)
+		if (l >= 0)
 		{
-			cap = Max(cap * 2, 64);
-			*rows = *rows ? repalloc_huge(*rows, cap * sizeof(HeapTuple))
-				: palloc_extended(cap * sizeof(HeapTuple), MCXT_ALLOC_HUGE);
+			OutboxLeaf *leaf = scan_leaf(s, l);
+
+			scan_by_id(s, leaf, after, run_last);
+			while (n < limit && scan_next(s, &xid, &id))
+			{
+				bool		isnull;
+
+				CHECK_FOR_INTERRUPTS();
+				if (!snapshot_sees(w->window, xid) || snapshot_sees(w->prev, xid))
+					continue;
+				if (!scan_fetch(s))
+					continue;
+				if (tf != NULL &&
+					!topic_matches(tf, slot_getattr(leaf->slot, leaf->att.topic, &isnull)))
+					continue;
+
+				if (n >= cap)
+				{
+					cap = Max(cap * 2, 64);
+					*rows = *rows ? repalloc_huge(*rows, cap * sizeof(OutboxRow))
+						: palloc_extended(cap * sizeof(OutboxRow), MCXT_ALLOC_HUGE);
+				}
+				(*rows)[n].tup = ExecCopySlotHeapTuple(leaf->slot);
+				(*rows)[n].leaf = leaf;
+				(*rows)[n].id = id;
+				*last_kept = id;
+				n++;
+			}
+			scan_end_walk(s);
 		}
-		(*rows)[n] = ExecCopySlotHeapTuple(s->slot);
-		*last_kept = id;
-		n++;
+		after = run_last;
 	}
-	scan_end_walk(s);
 	return n;
 }
 
@@ -1044,34 +1241,29 @@ begin_materialize(FunctionCallInfo fcinfo, TupleDesc *tupdesc)
  * from.
  */
 static void
-put_batch(OutboxScan *s, Tuplestorestate *ts, TupleDesc tupdesc,
-		  int64 batch_id, HeapTuple *rows, int64 n)
+put_batch(Tuplestorestate *ts, TupleDesc tupdesc,
+		  int64 batch_id, OutboxRow *rows, int64 n)
 {
-	TupleDesc	rowdesc = RelationGetDescr(s->heap);
-	AttrNumber	cols[6];
-	Datum	   *rowvalues = palloc(sizeof(Datum) * rowdesc->natts);
-	bool	   *rownulls = palloc(sizeof(bool) * rowdesc->natts);
-
-	cols[0] = s->att.id;
-	cols[1] = s->att.topic;
-	cols[2] = s->att.key;
-	cols[3] = s->att.payload;
-	cols[4] = s->att.headers;
-	cols[5] = s->att.created_at;
-
 	for (int64 i = 0; i < n; i++)
 	{
+		OutboxLeaf *leaf = rows[i].leaf;
+		TupleDesc	rowdesc = RelationGetDescr(leaf->heap);
+		AttrNumber	cols[6];
 		Datum		values[7];
 		bool		nulls[7];
 
-		heap_deform_tuple(rows[i], rowdesc, rowvalues, rownulls);
+		cols[0] = leaf->att.id;
+		cols[1] = leaf->att.topic;
+		cols[2] = leaf->att.key;
+		cols[3] = leaf->att.payload;
+		cols[4] = leaf->att.headers;
+		cols[5] = leaf->att.created_at;
 		values[0] = Int64GetDatum(batch_id);
 		nulls[0] = false;
 		for (int c = 0; c < 6; c++)
 		{
-			Datum		v = rowvalues[cols[c] - 1];
+			Datum		v = heap_getattr(rows[i].tup, cols[c], rowdesc, &nulls[c + 1]);
 
-			nulls[c + 1] = rownulls[cols[c] - 1];
 			if (!nulls[c + 1] && TupleDescAttr(rowdesc, cols[c] - 1)->attlen == -1 &&
 				VARATT_IS_EXTERNAL(DatumGetPointer(v)))
 				v = PointerGetDatum(PG_DETOAST_DATUM_PACKED(v));
@@ -1251,7 +1443,7 @@ try_open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
 			   int32 max_events, Tuplestorestate *ts, TupleDesc tupdesc)
 {
 	Window		w = {st->prev, st->window, st->done_id, st->last_id};
-	HeapTuple  *rows;
+	OutboxRow  *rows;
 	int64		n;
 	int64		last_kept = 0;
 	int64		batch_id;
@@ -1268,11 +1460,8 @@ try_open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
 	if (!ends_window)
 	{
 		/* the batch ends at the max_events-th row: find its id */
-		bool		idnull;
-
 		n = max_events;
-		last_kept = DatumGetInt64(heap_getattr(rows[n - 1], scan->att.id,
-											   RelationGetDescr(scan->heap), &idnull));
+		last_kept = rows[n - 1].id;
 	}
 
 	values[0] = PointerGetDatum(consumer);
@@ -1286,7 +1475,7 @@ try_open_batch(text *consumer, ConsumerState *st, OutboxScan *scan,
 	idem_plan_execute(&open_plan, values, NULL, false, 0);
 	batch_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 1, &isnull));
-	put_batch(scan, ts, tupdesc, batch_id, rows, n);
+	put_batch(ts, tupdesc, batch_id, rows, n);
 	return true;
 }
 
@@ -1397,13 +1586,13 @@ next_batch(text *consumer, int32 max_events, Tuplestorestate *ts,
 	{
 		/* The open batch again: the same ids of the same fixed window. */
 		Window		w = {st.prev, st.window, st.done_id, st.last_id};
-		HeapTuple  *rows;
+		OutboxRow  *rows;
 		int64		n,
 					last_kept;
 
 		n = fetch_window(&scan, &w, st.batch_last_id, st.batch_topics,
 						 PG_INT64_MAX, &rows, &last_kept);
-		put_batch(&scan, ts, tupdesc, st.batch_id, rows, n);
+		put_batch(ts, tupdesc, st.batch_id, rows, n);
 	}
 	else
 	{
@@ -1540,20 +1729,306 @@ trim_add(Datum **ids, int *n, int *max, int64 id)
 	(*ids)[(*n)++] = Int64GetDatum(id);
 }
 
+/* Close leaf i's relations, releasing the AccessShareLocks scan_leaf took. */
+static void
+leaf_close(OutboxScan *s, int i)
+{
+	OutboxLeaf *l = &s->leaves[i];
+
+	if (l->heap == NULL)
+		return;
+	scan_end_walk(s);
+	ExecDropSingleTupleTableSlot(l->slot);
+	index_close(l->byxid, AccessShareLock);
+	index_close(l->pkey, AccessShareLock);
+	table_close(l->heap, AccessShareLock);
+	l->heap = NULL;
+	l->pkey = NULL;
+	l->byxid = NULL;
+}
+
+/* The first (or last) entry of a leaf's index, in its order; false if none. */
+static bool
+leaf_edge(OutboxScan *s, OutboxLeaf *leaf, bool by_id, bool last,
+		  FullTransactionId *xid, int64 *id)
+{
+	IndexTuple	itup;
+	TupleDesc	desc;
+	bool		isnull;
+	bool		found;
+
+	scan_end_walk(s);
+	s->cur = leaf;
+	s->scan = index_beginscan(leaf->heap, by_id ? leaf->pkey : leaf->byxid,
+							  s->snapshot, 0, 0);
+	s->scan->xs_want_itup = true;
+	index_rescan(s->scan, NULL, 0, NULL, 0);
+	found = index_getnext_tid(s->scan, last ? BackwardScanDirection :
+							  ForwardScanDirection) != NULL;
+	if (found)
+	{
+		itup = s->scan->xs_itup;
+		desc = s->scan->xs_itupdesc;
+		*id = DatumGetInt64(index_getattr(itup, by_id ? 1 : 2, desc, &isnull));
+		*xid = DatumGetFullTransactionId(index_getattr(itup, by_id ? 2 : 1, desc, &isnull));
+	}
+	scan_end_walk(s);
+	return found;
+}
+
+/* Does the leaf's (xid, id) index have an entry of transaction xid? */
+static bool
+leaf_has_xid(OutboxScan *s, OutboxLeaf *leaf, FullTransactionId xid)
+{
+	FullTransactionId x;
+	int64		id;
+	bool		found;
+
+	scan_by_xid(s, leaf, xid, xid);
+	found = scan_next(s, &x, &id);
+	scan_end_walk(s);
+	return found;
+}
+
 /*
- * Delete up to max_rows events that every consumer has finished, or, with
- * no consumers, that are older than idem.outbox_retention.
+ * Is every event the leaf holds finished: its xid visible in every one of
+ * the snapshots (the consumers' finished snapshots, or, with no consumer,
+ * the latest snapshot)?  Exact, on the (xid, id) index alone, counting
+ * every entry whatever its visibility (an entry of an aborted or deleted
+ * row can only make the answer "no"): a snapshot sees xid when xid <
+ * xmax and xid is not in its running list, so the leaf's largest xid below
+ * every xmax and no entry for any running xid is the whole condition.
+ */
+static bool
+leaf_finished(OutboxScan *s, OutboxLeaf *leaf, OutboxSnapshot **snaps, int nsnaps)
+{
+	FullTransactionId maxxid;
+	int64		id;
+
+	if (!leaf_edge(s, leaf, false, true, &maxxid, &id))
+		return true;
+	for (int i = 0; i < nsnaps; i++)
+	{
+		if (!FullTransactionIdPrecedes(maxxid, snaps[i]->xmax))
+			return false;
+		for (uint32 j = 0; j < snaps[i]->nxip; j++)
+			if (leaf_has_xid(s, leaf, snaps[i]->xip[j]))
+				return false;
+	}
+	return true;
+}
+
+/*
+ * Count the leaf's rows visible in snap; with cutoff != 0, return -1 as soon
+ * as one was created at or after it (retention not reached).
+ */
+static int64
+leaf_count(OutboxLeaf *leaf, Snapshot snap, TimestampTz cutoff)
+{
+	TableScanDesc scan = table_beginscan(leaf->heap, snap, 0, NULL);
+	TupleTableSlot *slot = table_slot_create(leaf->heap, NULL);
+	int64		n = 0;
+
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (cutoff != 0)
+		{
+			bool		isnull;
+			Datum		created = slot_getattr(slot, leaf->att.created_at, &isnull);
+
+			if (isnull || DatumGetTimestampTz(created) >= cutoff)
+			{
+				n = -1;
+				break;
+			}
+		}
+		n++;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	table_endscan(scan);
+	return n;
+}
+
+/*
+ * Try to empty leaf i with TRUNCATE; returns the number of events removed,
+ * or -1 when the leaf was left as it is (its lock was not free, or some
+ * event in it is not finished).
+ *
+ * Why the check under the lock is race-free.  TRUNCATE (ExecuteTruncate in
+ * src/backend/commands/tablecmds.c) opens the table with
+ * AccessExclusiveLock and, for a table not created in this transaction,
+ * gives it a new, empty relfilenode (ExecuteTruncateGuts ->
+ * RelationSetNewRelfilenode; heap_truncate_one_rel only for a table created
+ * or already truncated in the same subtransaction): the old rows are gone
+ * for every snapshot, old or new, which is what makes the space come back
+ * under a held xmin and also why nothing may still be owed to anyone.
+ * AccessExclusiveLock conflicts with every lock mode (the conflict table in
+ * src/backend/storage/lmgr/lock.c).  Every writer of a leaf holds
+ * RowExclusiveLock on it until its top-level transaction ends: an INSERT's
+ * executor (ExecInitPartitionInfo / the range table), emit()'s direct write
+ * (outbox_emit.c), COPY; a prepared transaction keeps its locks until
+ * COMMIT/ROLLBACK PREPARED.  A transaction releases its locks only after it
+ * has left the proc array (CommitTransaction in xact.c: ProcArrayEndTransaction
+ * before ResourceOwnerRelease of the locks).  So while we hold the
+ * AccessExclusiveLock, no transaction other than ours that ever wrote into
+ * the leaf is still running, none can start writing into it, and the
+ * index entries we look at are all there will be until we commit.  The
+ * check then reads the (xid, id) index with no visibility test at all, so
+ * rows of transactions committed after our snapshot count too.  Our own
+ * transaction's rows (an emit earlier in this transaction) carry our xid,
+ * which no snapshot taken by another transaction sees as finished and
+ * snapshot_without_self() keeps out of our own.  Readers (a relay's walk,
+ * pg_dump) hold AccessShareLock: the lock is taken only conditionally, so
+ * trimming never queues behind them and never makes an emitter queue
+ * behind itself; a leaf that is busy is tried again at the next round.
+ */
+static int64
+trim_truncate_leaf(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
+				   TimestampTz cutoff)
+{
+	OutboxLeaf *leaf = &s->leaves[i];
+	Snapshot	latest;
+	int64		n;
+	StringInfoData sql;
+
+	if (!ConditionalLockRelationOid(leaf->relid, AccessExclusiveLock))
+		return -1;
+	leaf = scan_leaf(s, i);
+	/* (TRUNCATE's CheckTableNotInUse would refuse a leaf open elsewhere here) */
+	if (RelationGetNumberOfBlocks(leaf->heap) == 0 ||
+		leaf->heap->rd_refcnt != 1 || AfterTriggerPendingOnRel(leaf->relid) ||
+		!leaf_finished(s, leaf, snaps, nsnaps))
+	{
+		/* nothing to do: let emitters and readers in again at once */
+		leaf_close(s, i);
+		UnlockRelationOid(leaf->relid, AccessExclusiveLock);
+		return -1;
+	}
+
+	/* a snapshot taken under the lock sees every committed row */
+	latest = RegisterSnapshot(GetLatestSnapshot());
+	n = leaf_count(leaf, latest, cutoff);
+	UnregisterSnapshot(latest);
+	if (n < 0)
+	{
+		leaf_close(s, i);
+		UnlockRelationOid(leaf->relid, AccessExclusiveLock);
+		return -1;
+	}
+
+	/* TRUNCATE refuses a table this session still has open */
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "TRUNCATE ONLY %s",
+					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(leaf->heap)),
+												RelationGetRelationName(leaf->heap)));
+	leaf_close(s, i);
+	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "pg_idem: %s failed", sql.data);
+	return n;
+}
+
+/*
+ * The fallback for a leaf that holds ids of more than one lap of the ring
+ * (a consumer lags by more than the ring, so the leaf is never all
+ * finished): delete, row by row, up to *budget of its finished events.
+ * Returns how many were deleted.  The 0.1 table of a database whose
+ * extension is not updated yet is trimmed this way too, as 0.1 did.
+ */
+static int64
+trim_delete_laps(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
+				 TimestampTz cutoff, int *budget)
+{
+	OutboxLeaf *leaf;
+	FullTransactionId xid;
+	int64		id,
+				minid,
+				maxid;
+	FullTransactionId limit;
+	Datum	   *ids;
+	int			nids = 0,
+				maxids = Min(*budget, 1024);
+	int64		deleted = 0;
+
+	if (*budget <= 0)
+		return 0;
+	if (!ConditionalLockRelationOid(s->leaves[i].relid, AccessShareLock))
+		return 0;
+	leaf = scan_leaf(s, i);
+	UnlockRelationOid(leaf->relid, AccessShareLock);	/* scan_leaf took its own */
+	if (!leaf_edge(s, leaf, true, false, &xid, &minid) ||
+		!leaf_edge(s, leaf, true, true, &xid, &maxid) ||
+		(minid / IDEM_OUTBOX_SEGMENT_IDS == maxid / IDEM_OUTBOX_SEGMENT_IDS &&
+		 s->parent->rd_rel->relkind == RELKIND_PARTITIONED_TABLE))
+	{
+		leaf_close(s, i);
+		return 0;
+	}
+
+	limit = snaps[0]->xmax;
+	for (int k = 1; k < nsnaps; k++)
+		if (FullTransactionIdPrecedes(snaps[k]->xmax, limit))
+			limit = snaps[k]->xmax;
+	ids = palloc(sizeof(Datum) * maxids);
+	scan_by_xid(s, leaf, FullTransactionIdFromU64(0), fxid_before(limit));
+	while (nids < *budget && scan_next(s, &xid, &id))
+	{
+		bool		finished = true;
+
+		CHECK_FOR_INTERRUPTS();
+		for (int k = 0; k < nsnaps && finished; k++)
+			finished = snapshot_sees(snaps[k], xid);
+		if (!finished || !scan_fetch(s))
+			continue;
+		if (cutoff != 0)
+		{
+			bool		isnull;
+			Datum		created = slot_getattr(leaf->slot, leaf->att.created_at, &isnull);
+
+			if (isnull || DatumGetTimestampTz(created) >= cutoff)
+				continue;
+		}
+		trim_add(&ids, &nids, &maxids, id);
+	}
+	scan_end_walk(s);
+
+	if (nids > 0)
+	{
+		StringInfoData sql;
+		Oid			argtypes[1] = {INT8ARRAYOID};
+		Datum		values[1];
+
+		initStringInfo(&sql);
+		appendStringInfo(&sql, "DELETE FROM ONLY %s o WHERE o.id OPERATOR(pg_catalog.=) ANY ($1)",
+						 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(leaf->heap)),
+													RelationGetRelationName(leaf->heap)));
+		values[0] = PointerGetDatum(construct_array(ids, nids, INT8OID, sizeof(int64),
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		if (SPI_execute_with_args(sql.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "pg_idem: %s failed", sql.data);
+		deleted = (int64) SPI_processed;
+		*budget -= (int) deleted;
+	}
+	leaf_close(s, i);
+	return deleted;
+}
+
+/*
+ * Remove the events that every consumer has finished, or, with no
+ * consumers, that are older than idem.outbox_retention (and whose
+ * transaction has finished).
  *
  * "Finished by every consumer" is "xid visible in every consumer's finished
- * snapshot": events of an open window or batch are not, so they stay.  The
- * candidates are found by walking the (xid, id) index from its start up to
- * the smallest finished xmax, checking the xids against the snapshots
- * without visiting the heap, then deleted by id.  Deleting never conflicts
- * with inserting: emitters are never blocked.
- *
- * Without consumers, only the oldest max_rows events (in xid order) are
- * looked at, and those created before the cutoff deleted, so a call stays
- * cheap when nothing is old enough yet.
+ * snapshot": events of an open window or batch are not, so they stay.
+ * Storage is a ring of leaves (src/sql/40_outbox.sql); a leaf all of whose
+ * events are finished is emptied with TRUNCATE (trim_truncate_leaf), which
+ * frees its space at once, whatever snapshot some session holds.  The
+ * events of a leaf with any unfinished event stay, except in a leaf that
+ * holds two laps of the ring (a consumer lagging by more than the ring),
+ * where up to max_rows finished events are deleted row by row, so that the
+ * ring does not grow without bound behind that consumer.  A TRUNCATE
+ * counts all of a leaf's events, however many: it costs the same for one
+ * row or a million.
  */
 int64
 idem_outbox_trim(int32 max_rows)
@@ -1561,12 +2036,9 @@ idem_outbox_trim(int32 max_rows)
 	OutboxScan	scan;
 	OutboxSnapshot **snaps;
 	int			nsnaps;
-	Datum	   *ids;
-	int			nids = 0,
-				maxids = Min(max_rows, 1024);
-	FullTransactionId xid;
-	int64		id;
-	int64		deleted = 0;
+	TimestampTz cutoff = 0;
+	int			budget = max_rows;
+	int64		removed = 0;
 
 	if (max_rows < 1)
 		return 0;
@@ -1613,64 +2085,39 @@ idem_outbox_trim(int32 max_rows)
 			return 0;
 		}
 	}
-	ids = palloc(sizeof(Datum) * maxids);
-
-	scan_begin(&scan);
 	if (nsnaps == 0)
 	{
-		TimestampTz cutoff = GetCurrentTransactionStartTimestamp() -
-		(TimestampTz) idem_outbox_retention_s * USECS_PER_SEC;
-		int			looked = 0;
+		bool		isnull;
 
-		scan_by_xid(&scan, FullTransactionIdFromU64(0),
-					FullTransactionIdFromU64(PG_UINT64_MAX));
-		while (looked < max_rows && scan_next(&scan, &xid, &id))
-		{
-			bool		isnull;
-			Datum		created;
-
-			CHECK_FOR_INTERRUPTS();
-			if (!scan_fetch(&scan))
-				continue;
-			looked++;
-			created = slot_getattr(scan.slot, scan.att.created_at, &isnull);
-			if (!isnull && DatumGetTimestampTz(created) < cutoff)
-				trim_add(&ids, &nids, &maxids, id);
-		}
+		/*
+		 * No consumer: old enough, and written by a finished transaction
+		 * (never by this one, which may still emit and commit).
+		 */
+		cutoff = GetCurrentTransactionStartTimestamp() -
+			(TimestampTz) idem_outbox_retention_s * USECS_PER_SEC;
+		execute_latest(&snapshot_plan);
+		snaps[0] = snapshot_without_self(snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[0],
+																		   SPI_tuptable->tupdesc,
+																		   1, &isnull)));
+		nsnaps = 1;
 	}
-	else
+
+	scan_begin(&scan);
+	for (int i = 0; i < scan.nleaves; i++)
 	{
-		FullTransactionId limit = snaps[0]->xmax;
+		int64		n;
 
-		for (int i = 1; i < nsnaps; i++)
-			if (FullTransactionIdPrecedes(snaps[i]->xmax, limit))
-				limit = snaps[i]->xmax;
-
-		scan_by_xid(&scan, FullTransactionIdFromU64(0), fxid_before(limit));
-		while (nids < max_rows && scan_next(&scan, &xid, &id))
-		{
-			bool		finished = true;
-
-			CHECK_FOR_INTERRUPTS();
-			for (int i = 0; i < nsnaps && finished; i++)
-				finished = snapshot_sees(snaps[i], xid);
-			if (finished && scan_fetch(&scan))
-				trim_add(&ids, &nids, &maxids, id);
-		}
+		CHECK_FOR_INTERRUPTS();
+		n = scan.parent->rd_rel->relkind == RELKIND_PARTITIONED_TABLE ?
+			trim_truncate_leaf(&scan, i, snaps, nsnaps, cutoff) : -1;
+		if (n >= 0)
+			removed += n;
+		else
+			removed += trim_delete_laps(&scan, i, snaps, nsnaps, cutoff, &budget);
 	}
 	scan_end(&scan);
-
-	if (nids > 0)
-	{
-		Datum		values[1];
-
-		values[0] = PointerGetDatum(construct_array(ids, nids, INT8OID, sizeof(int64),
-													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		idem_plan_execute(&trim_delete_plan, values, NULL, false, 0);
-		deleted = (int64) SPI_processed;
-	}
 	SPI_finish();
-	return deleted;
+	return removed;
 }
 
 /*

@@ -17,8 +17,9 @@
  *   created_at  now() (the transaction's start, as the column default)
  *   xid         the top-level transaction's xid8 (pg_current_xact_id())
  *
- * Like keys.c's hot paths, emit() runs no SQL: it opens idem.outbox through
- * direct_write.c, which locks it before trusting what it cached about it.
+ * Like keys.c's hot paths, emit() runs no SQL: it opens idem.outbox and the
+ * leaf the row belongs in through direct_write.c, which locks both before
+ * trusting what it cached about them.
  * It is not SECURITY DEFINER and needs no pinned search_path; EXECUTE on it
  * and the current user's grant of the topic (privileges.c, a cached lookup)
  * are the gates, and application roles keep having no privilege on the
@@ -97,7 +98,8 @@ static const DirectColumn outbox_columns[OC_N] = {
 	{"xid", XID8OID, InvalidOid, true, DC_DEFAULT_FUNC, F_PG_CURRENT_XACT_ID, false},
 };
 
-static DirectTable outbox_table = {"outbox", OC_N, outbox_columns};
+static DirectTable outbox_table = {"outbox", OC_N, outbox_columns,
+	IDEM_OUTBOX_LEAVES, IDEM_OUTBOX_SEGMENT_IDS};
 
 /*
  * The executor's path, for an idem.outbox that is not as the extension
@@ -112,16 +114,28 @@ static IdemPlan emit_insert_plan = {
 	4, {TEXTOID, TEXTOID, JSONBOID, JSONBOID}
 };
 
+/*
+ * The same when the id is already drawn (the parent is pristine, one leaf
+ * is not): the identity's value, given explicitly, is the row the INSERT
+ * above would have written, and tuple routing takes it to that leaf.
+ */
+static IdemPlan emit_insert_id_plan = {
+	"INSERT INTO idem.outbox (topic, key, payload, headers, id) "
+	"OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5) RETURNING id",
+	5, {TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID}
+};
+
+/* id < 0: the INSERT draws it (emit_insert_plan); else emit_insert_id_plan */
 static int64
-outbox_insert_by_executor(Oid owner, text *topic, Datum key, bool key_isnull,
-						  Datum payload, Datum headers, bool headers_isnull,
-						  bool *written)
+outbox_insert_by_executor(Oid owner, int64 drawn_id, text *topic, Datum key,
+						  bool key_isnull, Datum payload, Datum headers,
+						  bool headers_isnull, bool *written)
 {
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	int64		id;
 
@@ -138,10 +152,12 @@ outbox_insert_by_executor(Oid owner, text *topic, Datum key, bool key_isnull,
 	values[2] = payload;
 	values[3] = headers;
 	nulls[3] = headers_isnull ? 'n' : ' ';
+	values[4] = Int64GetDatum(drawn_id);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_idem: SPI_connect failed");
 	/* no row limit: a limit would stop the INSERT before its AFTER STATEMENT triggers */
-	idem_plan_execute(&emit_insert_plan, values, nulls, false, 0);
+	idem_plan_execute(drawn_id < 0 ? &emit_insert_plan : &emit_insert_id_plan,
+					  values, nulls, false, 0);
 	/* a BEFORE trigger may have dropped the row: the INSERT returns none */
 	*written = (SPI_processed == 1);
 	id = *written ? DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -156,6 +172,14 @@ outbox_insert_by_executor(Oid owner, text *topic, Datum key, bool key_isnull,
 /*
  * Insert one event row and its index entries; returns its id.  The row is
  * visible to the transaction's later commands, as an INSERT's would be.
+ *
+ * idem.outbox is partitioned (the ring, src/sql/40_outbox.sql): the parent
+ * is locked first, as the INSERT's executor does, then the id is drawn,
+ * and the row goes into the leaf that tuple routing would choose for it
+ * (idem_outbox_leaf_of, the partition key's own arithmetic), locked with
+ * RowExclusiveLock until commit like the INSERT's target partition.  That
+ * lock is also what trimming relies on: while it is held, the leaf cannot
+ * be truncated (src/outbox.c).
  */
 static int64
 outbox_insert(text *topic, Datum key, bool key_isnull, Datum payload,
@@ -164,17 +188,33 @@ outbox_insert(text *topic, Datum key, bool key_isnull, Datum payload,
 	const int  *col = outbox_table.attidx;
 	EState	   *estate;
 	ResultRelInfo *rri;
+	Relation	parent;
 	Relation	rel;
 	TupleTableSlot *slot;
 	int64		id;
 
-	rel = idem_direct_open(&outbox_table, RowExclusiveLock);
+	parent = idem_direct_open(&outbox_table, RowExclusiveLock);
 	if (!outbox_table.pristine)
 	{
-		Oid			owner = rel->rd_rel->relowner;
+		Oid			owner = parent->rd_rel->relowner;
 
-		table_close(rel, NoLock);
-		return outbox_insert_by_executor(owner, topic, key, key_isnull,
+		table_close(parent, NoLock);
+		return outbox_insert_by_executor(owner, -1, topic, key, key_isnull,
+										 payload, headers, headers_isnull,
+										 written);
+	}
+	id = nextval_internal(outbox_table.identity_seq, false);
+	if (!outbox_table.partitioned)
+		rel = parent;			/* 0.1's plain table, until the update */
+	else
+		rel = idem_direct_open_leaf(&outbox_table, parent, idem_outbox_leaf_of(id),
+									RowExclusiveLock);
+	if (rel == NULL)
+	{
+		Oid			owner = parent->rd_rel->relowner;
+
+		table_close(parent, NoLock);
+		return outbox_insert_by_executor(owner, id, topic, key, key_isnull,
 										 payload, headers, headers_isnull,
 										 written);
 	}
@@ -190,7 +230,6 @@ outbox_insert(text *topic, Datum key, bool key_isnull, Datum payload,
 
 	ExecClearTuple(slot);
 	memset(slot->tts_isnull, true, RelationGetDescr(rel)->natts * sizeof(bool));
-	id = nextval_internal(outbox_table.identity_seq, false);
 	slot->tts_values[col[OC_ID]] = Int64GetDatum(id);
 	slot->tts_values[col[OC_TOPIC]] = PointerGetDatum(topic);
 	slot->tts_values[col[OC_KEY]] = key;
@@ -212,7 +251,9 @@ outbox_insert(text *topic, Datum key, bool key_isnull, Datum payload,
 
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	ExecCloseIndices(rri);
-	table_close(rel, NoLock);
+	if (rel != parent)
+		table_close(rel, NoLock);
+	table_close(parent, NoLock);
 	FreeExecutorState(estate);
 	return id;
 }

@@ -13,6 +13,26 @@
 -- walked in id order with an id cursor across successive batches.  See
 -- src/outbox.c for the algorithm and README.md for the guarantees.
 
+-- Storage that does not bloat (0.2): a ring of segments, PgQ's rotated
+-- tables without a ticker.  idem.outbox is partitioned by
+-- (id / 65536) % 8: run r of 65536 consecutive ids lives in leaf
+-- idem.outbox_<r % 8>, and the ring holds 8 runs (524288 ids) before a
+-- leaf receives its second lap.  Trimming empties a whole leaf with
+-- TRUNCATE once every consumer has finished every event in it (see
+-- idem_outbox_trim() in src/outbox.c): a new, empty file, whatever old
+-- snapshot some session holds -- a DELETE would leave dead rows that
+-- nothing can reclaim until that snapshot ends.  65536 ids per run keeps
+-- the truncations (each a catalog update and a relcache invalidation that
+-- every emitting backend processes once) to one per 65536 events, and 8
+-- leaves keep a relay's per-window index passes few; a consumer lagging by
+-- more than the ring leaves two laps in a leaf, and only then are rows
+-- deleted one by one.  docs/outbox-storage.md has the whole story.
+--
+-- A partitioned table keyed by an expression cannot have a primary key, so
+-- each leaf has its own; ids are unique anyway (one identity sequence, and
+-- an id belongs to exactly one leaf).  emit() computes the leaf from the id
+-- it drew and writes there directly, exactly where the INSERT's tuple
+-- routing puts the row (src/outbox_emit.c).
 CREATE TABLE idem.outbox (
     id          bigint GENERATED ALWAYS AS IDENTITY,
     topic       text NOT NULL,
@@ -20,21 +40,53 @@ CREATE TABLE idem.outbox (
     payload     jsonb NOT NULL,
     headers     jsonb,
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    xid         xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
-    -- Batches walk the primary key in id order; carrying the xid lets them
-    -- skip the entries of other windows without visiting the table.
-    CONSTRAINT outbox_pkey PRIMARY KEY (id) INCLUDE (xid)
-);
+    xid         xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
+) PARTITION BY LIST (((id OPERATOR(pg_catalog./) 65536) OPERATOR(pg_catalog.%) 8));
+
+-- Batches walk each leaf's primary key in id order; carrying the xid lets
+-- them skip the entries of other windows without visiting the table.
+CREATE TABLE idem.outbox_0 PARTITION OF idem.outbox (
+    CONSTRAINT outbox_0_pkey PRIMARY KEY (id) INCLUDE (xid)) FOR VALUES IN (0);
+CREATE TABLE idem.outbox_1 PARTITION OF idem.outbox (
+    CONSTRAINT outbox_1_pkey PRIMARY KEY (id) INCLUDE (xid)) FOR VALUES IN (1);
+CREATE TABLE idem.outbox_2 PARTITION OF idem.outbox (
+    CONSTRAINT outbox_2_pkey PRIMARY KEY (id) INCLUDE (xid)) FOR VALUES IN (2);
+CREATE TABLE idem.outbox_3 PARTITION OF idem.outbox (
+    CONSTRAINT outbox_3_pkey PRIMARY KEY (id) INCLUDE (xid)) FOR VALUES IN (3);
+CREATE TABLE idem.outbox_4 PARTITION OF idem.outbox (
+    CONSTRAINT outbox_4_pkey PRIMARY KEY (id) INCLUDE (xid)) FOR VALUES IN (4);
+CREATE TABLE idem.outbox_5 PARTITION OF idem.outbox (
+    CONSTRAINT outbox_5_pkey PRIMARY KEY (id) INCLUDE (xid)) FOR VALUES IN (5);
+CREATE TABLE idem.outbox_6 PARTITION OF idem.outbox (
+    CONSTRAINT outbox_6_pkey PRIMARY KEY (id) INCLUDE (xid)) FOR VALUES IN (6);
+CREATE TABLE idem.outbox_7 PARTITION OF idem.outbox (
+    CONSTRAINT outbox_7_pkey PRIMARY KEY (id) INCLUDE (xid)) FOR VALUES IN (7);
 
 -- A window's transactions are found here (by xid range and by the xids
--- that were running), and trimming walks it from the oldest xid: range
--- scans, never of the whole table.
+-- that were running), and trimming probes it: range scans, never of the
+-- whole table.  Created on the parent, so every leaf has it.
 CREATE INDEX outbox_xid_id_idx ON idem.outbox (xid, id);
 
 COMMENT ON TABLE idem.outbox IS
 'Events written by idem.emit(), each with its writing transaction; read through idem.next_batch()';
 COMMENT ON COLUMN idem.outbox.xid IS
 'Top-level transaction that wrote the event: delivery follows its commit visibility, never the id order';
+COMMENT ON TABLE idem.outbox_0 IS
+'Segment 0 of the outbox ring: the events whose id / 65536 % 8 = 0; emptied by TRUNCATE once every consumer has finished them';
+COMMENT ON TABLE idem.outbox_1 IS
+'Segment 1 of the outbox ring: the events whose id / 65536 % 8 = 1; emptied by TRUNCATE once every consumer has finished them';
+COMMENT ON TABLE idem.outbox_2 IS
+'Segment 2 of the outbox ring: the events whose id / 65536 % 8 = 2; emptied by TRUNCATE once every consumer has finished them';
+COMMENT ON TABLE idem.outbox_3 IS
+'Segment 3 of the outbox ring: the events whose id / 65536 % 8 = 3; emptied by TRUNCATE once every consumer has finished them';
+COMMENT ON TABLE idem.outbox_4 IS
+'Segment 4 of the outbox ring: the events whose id / 65536 % 8 = 4; emptied by TRUNCATE once every consumer has finished them';
+COMMENT ON TABLE idem.outbox_5 IS
+'Segment 5 of the outbox ring: the events whose id / 65536 % 8 = 5; emptied by TRUNCATE once every consumer has finished them';
+COMMENT ON TABLE idem.outbox_6 IS
+'Segment 6 of the outbox ring: the events whose id / 65536 % 8 = 6; emptied by TRUNCATE once every consumer has finished them';
+COMMENT ON TABLE idem.outbox_7 IS
+'Segment 7 of the outbox ring: the events whose id / 65536 % 8 = 7; emptied by TRUNCATE once every consumer has finished them';
 
 CREATE TABLE idem.consumers (
     name              text PRIMARY KEY,
@@ -77,12 +129,30 @@ COMMENT ON COLUMN idem.consumers.owner IS
 CREATE SEQUENCE idem.outbox_batch_seq AS bigint;
 
 -- pg_dump keeps the events, the consumers' positions and both counters.
-SELECT pg_catalog.pg_extension_config_dump('idem.outbox', '');
-SELECT pg_catalog.pg_extension_config_dump('idem.outbox_id_seq', '');
+-- (The leaves hold the rows; a partitioned table has none of its own.  The
+-- order is the one the 0.1.1 -> 0.2.0 upgrade leaves, which replaces the
+-- 0.1 table and its sequence.)
 SELECT pg_catalog.pg_extension_config_dump('idem.consumers', '');
 SELECT pg_catalog.pg_extension_config_dump('idem.outbox_batch_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox_0', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox_1', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox_2', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox_3', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox_4', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox_5', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox_6', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox_7', '');
+SELECT pg_catalog.pg_extension_config_dump('idem.outbox_id_seq', '');
 
 REVOKE ALL ON TABLE idem.outbox FROM PUBLIC;
+REVOKE ALL ON TABLE idem.outbox_0 FROM PUBLIC;
+REVOKE ALL ON TABLE idem.outbox_1 FROM PUBLIC;
+REVOKE ALL ON TABLE idem.outbox_2 FROM PUBLIC;
+REVOKE ALL ON TABLE idem.outbox_3 FROM PUBLIC;
+REVOKE ALL ON TABLE idem.outbox_4 FROM PUBLIC;
+REVOKE ALL ON TABLE idem.outbox_5 FROM PUBLIC;
+REVOKE ALL ON TABLE idem.outbox_6 FROM PUBLIC;
+REVOKE ALL ON TABLE idem.outbox_7 FROM PUBLIC;
 REVOKE ALL ON SEQUENCE idem.outbox_id_seq FROM PUBLIC;
 REVOKE ALL ON TABLE idem.consumers FROM PUBLIC;
 REVOKE ALL ON SEQUENCE idem.outbox_batch_seq FROM PUBLIC;
@@ -150,7 +220,7 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION idem.trim_outbox(integer) IS
-'Delete up to max_rows events every consumer has finished (with no consumer, older than idem.outbox_retention); idem.maintain() does this';
+'Remove the events every consumer has finished (with no consumer, older than idem.outbox_retention): whole leaves of the ring by TRUNCATE, and up to max_rows events one by one in a leaf holding two laps; idem.maintain() does this';
 
 REVOKE ALL ON FUNCTION idem.emit(text, jsonb, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION idem.subscribe(text, text[], boolean) FROM PUBLIC;

@@ -2,7 +2,7 @@
 -- specified, the function signatures, volatility, security and privileges,
 -- the consumer table and view, and the error codes.
 BEGIN;
-SELECT plan(111);
+SELECT plan(113);
 
 -- idem.outbox: id bigint identity primary key, topic text not null, key text,
 -- payload jsonb not null, headers jsonb, created_at timestamptz not null,
@@ -19,7 +19,22 @@ SELECT col_type_is('idem', 'outbox', 'headers', 'jsonb', 'outbox.headers is json
 SELECT col_type_is('idem', 'outbox', 'created_at', 'timestamp with time zone',
                    'outbox.created_at is timestamptz');
 SELECT col_type_is('idem', 'outbox', 'xid', 'xid8', 'outbox.xid is xid8');
-SELECT col_is_pk('idem', 'outbox', 'id', 'outbox.id is the primary key');
+-- (0.2) The table is a ring of 8 leaves partitioned by (id / 65536) % 8; a
+-- table partitioned by an expression cannot have a primary key of its own,
+-- so each leaf has one on id (an id belongs to exactly one leaf).
+SELECT is(pg_get_partkeydef('idem.outbox'::regclass), 'LIST ((((id / 65536) % (8)::bigint)))',
+          'idem.outbox is partitioned by (id / 65536) % 8');
+SELECT is((SELECT string_agg(pg_get_expr(c.relpartbound, c.oid), ', ' ORDER BY c.relname)
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'idem.outbox'::regclass),
+          'FOR VALUES IN (''0''), FOR VALUES IN (''1''), FOR VALUES IN (''2''), FOR VALUES IN (''3''), '
+          'FOR VALUES IN (''4''), FOR VALUES IN (''5''), FOR VALUES IN (''6''), FOR VALUES IN (''7'')',
+          'the leaves take the values 0 to 7');
+SELECT is((SELECT count(*)::int FROM pg_inherits i
+             JOIN pg_constraint k ON k.conrelid = i.inhrelid AND k.contype = 'p'
+            WHERE i.inhparent = 'idem.outbox'::regclass
+              AND pg_get_constraintdef(k.oid) = 'PRIMARY KEY (id) INCLUDE (xid)'), 8,
+          'outbox.id is the primary key of every leaf');
 SELECT is((SELECT attidentity::text FROM pg_attribute
             WHERE attrelid = 'idem.outbox'::regclass AND attname = 'id'),
           'a', 'outbox.id is an identity column (GENERATED ALWAYS)');
@@ -33,9 +48,9 @@ SELECT col_default_is('idem', 'outbox', 'created_at', 'now()',
                       'outbox.created_at defaults to now()');
 SELECT col_default_is('idem', 'outbox', 'xid', 'pg_current_xact_id()',
                       'outbox.xid defaults to the writing transaction''s top-level xid8');
-SELECT is(pg_get_indexdef('idem.outbox_pkey'::regclass),
-          'CREATE UNIQUE INDEX outbox_pkey ON idem.outbox USING btree (id) INCLUDE (xid)',
-          'batches walk the primary key, which carries the xid');
+SELECT is(pg_get_indexdef('idem.outbox_0_pkey'::regclass),
+          'CREATE UNIQUE INDEX outbox_0_pkey ON idem.outbox_0 USING btree (id) INCLUDE (xid)',
+          'batches walk the leaves'' primary keys, which carry the xid');
 SELECT has_index('idem', 'outbox', 'outbox_xid_id_idx', ARRAY['xid', 'id'],
                  'windows and trimming walk an index on (xid, id)');
 
@@ -57,15 +72,19 @@ SELECT col_type_is('idem', 'consumer_lag', 'oldest_pending_age', 'interval',
 
 -- pg_dump keeps the events, the positions and both counters.
 SELECT ok((SELECT extconfig FROM pg_extension WHERE extname = 'pg_idem') @>
-          ARRAY['idem.outbox'::regclass, 'idem.outbox_id_seq'::regclass,
+          ARRAY['idem.outbox_0'::regclass, 'idem.outbox_1'::regclass, 'idem.outbox_2'::regclass,
+                'idem.outbox_3'::regclass, 'idem.outbox_4'::regclass, 'idem.outbox_5'::regclass,
+                'idem.outbox_6'::regclass, 'idem.outbox_7'::regclass, 'idem.outbox_id_seq'::regclass,
                 'idem.consumers'::regclass, 'idem.outbox_batch_seq'::regclass]::oid[],
           'outbox tables and sequences are registered with pg_extension_config_dump');
 
 -- Nothing outbox-related is reachable by PUBLIC.
 SELECT is((SELECT count(*)::int FROM pg_class c, aclexplode(c.relacl) a
-            WHERE c.oid IN ('idem.outbox'::regclass, 'idem.consumers'::regclass,
+            WHERE (c.oid IN ('idem.outbox'::regclass, 'idem.consumers'::regclass,
                             'idem.consumer_lag'::regclass, 'idem.outbox_batch_seq'::regclass,
                             'idem.outbox_id_seq'::regclass)
+                   OR c.oid IN (SELECT inhrelid FROM pg_inherits
+                                 WHERE inhparent = 'idem.outbox'::regclass))
               AND a.grantee = 0), 0,
           'no privilege on the outbox tables, view or sequences is granted to PUBLIC');
 SELECT is((SELECT count(*)::int FROM pg_class

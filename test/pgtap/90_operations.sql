@@ -130,7 +130,9 @@ SELECT is_empty($$
     'every relation in schema idem belongs to the extension (or to one of its objects)');
 SELECT set_eq($$
     SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'pg_idem' $$,
-    ARRAY['idem.keys', 'idem.key_token_seq', 'idem.outbox', 'idem.outbox_id_seq',
+    ARRAY['idem.keys', 'idem.key_token_seq', 'idem.outbox_0', 'idem.outbox_1', 'idem.outbox_2',
+          'idem.outbox_3', 'idem.outbox_4', 'idem.outbox_5', 'idem.outbox_6', 'idem.outbox_7',
+          'idem.outbox_id_seq',
           'idem.consumers', 'idem.outbox_batch_seq', 'idem.invariant', 'idem.invariant_watch',
           'idem.grants'],
     'every table and counter holding user data is kept by pg_dump');

@@ -108,6 +108,7 @@ while (1)
 		'seed %d: %.0fs (workload %ss), %d crashes (restarts %ss); emitting transactions: %d committed, %d rolled back, %d unknown; '
 		  . '%d events committed (%d dropped by savepoints), %d relay follow-up transactions; %d consumers, %d re-subscribes; '
 		  . '%d batches (%d finished, %d observations, %d drops, %d in the final drain); %d owed deliveries; %d events trimmed in %d calls; '
+		  . 'ids up to %d (run %d of the outbox ring); '
 		  . 'server log: %s',
 		$seed, time - $t0, $s->{workload_s}, $s->{crashes}, $s->{restart_s} || '-',
 		$s->{txn_c} // 0, $s->{txn_r} // 0, $s->{txn_u} // 0,
@@ -116,6 +117,7 @@ while (1)
 		$s->{batches} // 0, $s->{batches_finished} // 0, $s->{observations} // 0,
 		$s->{drops} // 0, $s->{drain_batches} // 0, $s->{owed} // 0,
 		$s->{trimmed} // 0, $s->{trim_calls} // 0,
+		$s->{last_id} // 0, int(($s->{last_id} // 0) / 65536),
 		join(', ', map { "$_: $counts->{$_}" } sort keys %$counts) || 'nothing');
 	$all_ok ? note($summary) : diag($summary);
 	cmp_ok($s->{txn_c} // 0, '>', 0, "seed $seed: the emitters committed transactions");

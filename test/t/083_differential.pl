@@ -95,7 +95,8 @@ BEGIN
   INSERT INTO public.fired (tg, tg_when, lvl, op, tbl, rec)
   VALUES (TG_NAME, TG_WHEN, TG_LEVEL, TG_OP, TG_TABLE_NAME, r);
   IF TG_LEVEL = 'ROW' AND TG_WHEN = 'BEFORE' THEN
-    IF TG_TABLE_NAME = 'outbox' THEN
+    -- idem.outbox's row triggers fire on its leaves (outbox_0 .. outbox_7)
+    IF TG_TABLE_NAME ~ '^outbox(_[0-9]+)?$' THEN
       NEW.headers := coalesce(NEW.headers, '{}') || '{"stamped": true}';
     END IF;
     RETURN NEW;
@@ -349,22 +350,25 @@ SELECT k.key,
 
 # The rows of idem.outbox after id $after (those a call wrote): each
 # event by the call that wrote it (ids are matched with what the calls
-# returned), created_at and xid as "now" and "own" when they equal the
-# writing transaction's now() and xid.
+# returned), the leaf of the ring it is stored in (emit() writes the leaf
+# itself: it must be the one the INSERT's tuple routing chooses), created_at
+# and xid as "now" and "own" when they equal the writing transaction's
+# now() and xid.
 sub outbox_shape
 {
 	my ($x, $after) = @_;
 	my @rows;
 	for my $l (split /\n/, runq($x->{s}, qq{
-SELECT o.id, (to_jsonb(o) - ARRAY['id', 'created_at', 'xid'])::text, o.created_at::text, o.xid::text
+SELECT o.id, (to_jsonb(o) - ARRAY['id', 'created_at', 'xid'])::text, o.created_at::text, o.xid::text,
+       o.tableoid::regclass::text
   FROM idem.outbox o WHERE o.id > $after ORDER BY o.id}))
 	{
-		my ($id, $json, $created, $xid) = split /\|/, $l, -1;
+		my ($id, $json, $created, $xid, $leaf) = split /\|/, $l, -1;
 		my $e = $x->{emitted}{$id};
 		my $who = $e ? $e->{label} : 'an unknown call';
 		my $cs = ($e && $created eq $e->{now}) ? 'now' : $created;
 		my $xs = ($e && $xid eq $e->{xid}) ? 'own' : $xid;
-		push @rows, "event of $who: $json created_at:$cs xid:$xs";
+		push @rows, "event of $who in $leaf: $json created_at:$cs xid:$xs";
 	}
 	return join("\n", @rows);
 }
@@ -648,12 +652,35 @@ my @emits = (
 		label => 'two emits of one topic and key in one transaction',
 		ev => [ [ q{'t.dup'}, q{'{"n": 5}'}, q{'d'}, 'NULL' ], [ q{'t.dup'}, q{'{"n": 6}'}, q{'d'}, 'NULL' ] ]
 	},
+	# The ring (idem.outbox is partitioned by (id / 65536) % 8): ids of the
+	# next run go to leaf 1, of the run after the first lap back to leaf 0
+	# and of the second lap's third run to leaf 3.
+	{
+		label => 'emit in leaf 1 (the next run of ids)',
+		pre => q{SELECT setval('idem.outbox_id_seq', 65535) > 0 AS moved;},
+		ev => [ [ q{'t.ok'}, q{'{"n": 7}'}, q{'k7'}, 'NULL' ] ]
+	},
+	{
+		label => 'emits across two runs in one transaction (leaf 1, then 2)',
+		pre => q{SELECT setval('idem.outbox_id_seq', 2 * 65536 - 2) > 0 AS moved;},
+		ev => [ [ q{'t.ok'}, q{'{"n": 8}'}, q{'k8'}, 'NULL' ], [ q{'t.ok'}, q{'{"n": 9}'}, q{'k9'}, 'NULL' ] ]
+	},
+	{
+		label => 'emit in leaf 0 of the second lap',
+		pre => q{SELECT setval('idem.outbox_id_seq', 8 * 65536 + 5) > 0 AS moved;},
+		ev => [ [ q{'t.ok'}, q{'{"n": 10}'}, q{'k10'}, 'NULL' ] ]
+	},
+	{
+		label => 'emit in leaf 3 of the second lap',
+		pre => q{SELECT setval('idem.outbox_id_seq', 11 * 65536 + 5) > 0 AS moved;},
+		ev => [ [ q{'t.ok'}, q{'{"n": 11}'}, q{'k11'}, 'NULL' ] ]
+	},
 );
 
 sub emit_sql
 {
-	my ($ev) = @_;
-	return "BEGIN;\n"
+	my ($ev, $pre) = @_;
+	return "BEGIN;\n" . ($pre // '')
 	  . join('', map {
 			"SELECT idem.emit($_->[0], $_->[1], $_->[2], $_->[3]), now(), pg_current_xact_id();\n"
 		} @$ev)
@@ -662,8 +689,8 @@ sub emit_sql
 
 sub insert_sql
 {
-	my ($ev, $role) = @_;
-	return "BEGIN;\n"
+	my ($ev, $role, $pre) = @_;
+	return "BEGIN;\n" . ($pre // '')
 	  . ($role ? "SET LOCAL ROLE $role;\n" : '')
 	  . join('', map {
 			"INSERT INTO idem.outbox (topic, key, payload, headers) VALUES ($_->[0], $_->[2], $_->[1], $_->[3])"
@@ -682,8 +709,8 @@ sub emit_paths
 			pair => $pair,
 			table => 'outbox',
 			label => $e->{label},
-			c => emit_sql($e->{ev}),
-			s => insert_sql($e->{ev}, $opt{as_owner}),
+			c => emit_sql($e->{ev}, $e->{pre}),
+			s => insert_sql($e->{ev}, $opt{as_owner}, $e->{pre}),
 			expect => 'same');
 	}
 	return \%res;
@@ -905,7 +932,10 @@ CREATE POLICY outbox_sel ON idem.outbox FOR SELECT USING (true);},
 	},
 	{
 		name => 'outbox_deferrable_unique',
-		alter => q{ALTER TABLE idem.outbox ADD CONSTRAINT outbox_topic_key_uq UNIQUE (topic, key) DEFERRABLE INITIALLY DEFERRED},
+		# on one leaf (a partitioned table keyed by an expression cannot have
+		# a unique constraint): its recheck trigger makes that leaf, and only
+		# it, take the executor's path
+		alter => q{ALTER TABLE idem.outbox_0 ADD CONSTRAINT outbox_topic_key_uq UNIQUE (topic, key) DEFERRABLE INITIALLY DEFERRED},
 		sanity => sub {
 			is($_[0]{'two emits of one topic and key in one transaction'}{state}, '23505',
 				'outbox_deferrable_unique: sanity: the COMMIT fails the deferred check');
@@ -920,8 +950,56 @@ CREATE POLICY outbox_sel ON idem.outbox FOR SELECT USING (true);},
 		},
 	},
 	{
+		# a trigger on one leaf only: emits into other leaves stay direct
+		name => 'outbox_leaf_trigger',
+		alter => q{
+CREATE TRIGGER leaf_audit_row BEFORE INSERT ON idem.outbox_1
+  FOR EACH ROW EXECUTE FUNCTION public.log_fire();},
+		sanity => sub {
+			like($_[0]{'emit in leaf 1 (the next run of ids)'}{rows}, qr/"stamped": true/,
+				'outbox_leaf_trigger: sanity: the INSERT into leaf 1 goes through its trigger');
+			unlike($_[0]{'emit with key and headers'}{rows}, qr/"stamped": true/,
+				'outbox_leaf_trigger: sanity: the INSERT into leaf 0 does not');
+		},
+	},
+	{
+		name => 'outbox_leaf_check',
+		alter => q{ALTER TABLE idem.outbox_2 ADD CONSTRAINT leaf_small CHECK ((payload->>'n')::int < 9)},
+		sanity => sub {
+			is($_[0]{'emits across two runs in one transaction (leaf 1, then 2)'}{state}, '23514',
+				'outbox_leaf_check: sanity: the INSERT into leaf 2 violates its CHECK');
+		},
+	},
+	{
+		name => 'outbox_leaf_detached',
+		alter => q{ALTER TABLE idem.outbox DETACH PARTITION idem.outbox_1},
+		sanity => sub {
+			is($_[0]{'emit in leaf 1 (the next run of ids)'}{state}, '23514',
+				'outbox_leaf_detached: sanity: no partition takes the row');
+		},
+	},
+	{
+		# a leaf replaced by a table with the columns in another order
+		name => 'outbox_leaf_reordered',
+		alter => q{
+ALTER TABLE idem.outbox DETACH PARTITION idem.outbox_3;
+ALTER TABLE idem.outbox_3 RENAME TO outbox_3_old;
+CREATE TABLE idem.outbox_3 (xid xid8 NOT NULL, created_at timestamptz NOT NULL,
+  headers jsonb, payload jsonb NOT NULL, key text, topic text NOT NULL, id bigint NOT NULL,
+  PRIMARY KEY (id) INCLUDE (xid));
+ALTER TABLE idem.outbox ATTACH PARTITION idem.outbox_3 FOR VALUES IN (3);},
+		sanity => sub {
+			like($_[0]{'emit in leaf 3 of the second lap'}{rows}, qr/in idem\.outbox_3: .*"n": 11/,
+				'outbox_leaf_reordered: sanity: the INSERT writes the reordered leaf');
+		},
+	},
+	{
+		name => 'outbox_default_partition',
+		alter => q{CREATE TABLE idem.outbox_rest PARTITION OF idem.outbox DEFAULT},
+	},
+	{
 		name => 'outbox_unique_expression_index',
-		alter => q{CREATE UNIQUE INDEX outbox_lower_key_uq ON idem.outbox (lower(key))},
+		alter => q{CREATE UNIQUE INDEX outbox_lower_key_uq ON idem.outbox_0 (lower(key))},
 		sanity => sub {
 			is($_[0]{'emit of key K1'}{state}, '23505',
 				'outbox_unique_expression_index: sanity: the INSERT of K1 after k1 violates the index');

@@ -178,7 +178,12 @@ sub make_plan
 			  { consumer => $c->{name}, index => $r, seed => child_seed() };
 		}
 	}
-	$plan{trimmer} = { seed => child_seed(), p_maintain => between(0.1, 0.4) };
+	# The trimmer also moves the event ids on now and then, by one to nine
+	# runs of the outbox ring (65536 ids per run, 8 leaves): events then
+	# spread over every leaf, leaves are emptied while others fill, and a
+	# jump of 8 runs or more puts a second lap into a leaf.
+	$plan{trimmer} = { seed => child_seed(), p_maintain => between(0.1, 0.4),
+		p_jump => between(0.005, 0.05) };
 	$plan{subscriber} = { seed => child_seed() };
 
 	# Crashes: 0 to 2, at least 6 s apart, between 15% and 85% of the run.
@@ -710,6 +715,15 @@ sub run_trimmer
 		my ($rows, $state, $msg, $lost) = run_sql($cl, $sql, @bind);
 		if ($rows) { logline($cl, 'M', 'trimmed', $rows->[0][0]); }
 		elsif (!$lost) { unexpected($cl, 'trim', $state, $msg); }
+		if (chance($t->{p_jump} // 0))
+		{
+			# ahead of every id drawn meanwhile: a whole run or more
+			($rows, $state, $msg, $lost) = run_sql($cl,
+				q{SELECT setval('idem.outbox_id_seq',
+				   (s.last_value / 65536 + $1) * 65536 + $2) FROM idem.outbox_id_seq s},
+				1 + int(rand(9)), int(rand(65536)));
+			unexpected($cl, 'jump', $state, $msg) if !$rows && !$lost;
+		}
 		usleep(int(rand(30_000)));
 	}
 	return;
@@ -977,6 +991,7 @@ sub run_iteration
 		$trimmed += $n;
 	}
 	my $left = $dbh->selectrow_array('SELECT count(*) FROM idem.outbox');
+	$res->{stats}{last_id} = $dbh->selectrow_array('SELECT last_value FROM idem.outbox_id_seq');
 	push @{ $res->{checks} }, [ '(g) after the drain, trimming empties the outbox',
 		defined $left && $left == 0, "$left events left after trimming $trimmed" ];
 	$dbh->disconnect;
