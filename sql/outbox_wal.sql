@@ -18,6 +18,8 @@ SET idem.outbox_wal = 1;
 SET idem.outbox_wal = '';
 SET idem.outbox_wal = 'wal';
 SET idem.outbox_wal = 'only,also';
+-- ONLY is a reserved word in SQL: the value must be quoted ('only').
+SET idem.outbox_wal = only;
 -- A refused SET leaves the setting as it was.
 SHOW idem.outbox_wal;
 

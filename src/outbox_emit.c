@@ -241,7 +241,7 @@ outbox_emit_wal_only(text *topic, Datum key, bool key_isnull, Datum payload,
 	if (!OidIsValid(seq))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("idem.outbox_wal = only needs idem.outbox.id to be an identity column"),
+				 errmsg("idem.outbox_wal = 'only' needs idem.outbox.id to be an identity column"),
 				 errdetail("Table idem.outbox %s.", outbox_table.deviation)));
 	id = nextval_internal(seq, false);
 

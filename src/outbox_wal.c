@@ -150,7 +150,7 @@ check_outbox_wal(int *newval, void **extra, GucSource source)
 		GUC_check_errmsg("idem.outbox_wal requires wal_level = logical");
 		GUC_check_errdetail("wal_level is \"%s\": no logical decoding could ever read the messages idem.emit() would write.",
 							wal_level_name());
-		GUC_check_errhint("Set wal_level = logical in postgresql.conf and restart the server, or keep idem.outbox_wal = off.");
+		GUC_check_errhint("Set wal_level = logical in postgresql.conf and restart the server, or keep idem.outbox_wal = 'off'.");
 		return false;
 	}
 	return true;
@@ -235,11 +235,11 @@ idem_outbox_wal_check_only(text *topic)
 	if (read)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("idem.outbox_wal = only would hide this event from a consumer of topic \"%s\"",
+				 errmsg("idem.outbox_wal = 'only' would hide this event from a consumer of topic \"%s\"",
 						text_to_cstring(topic)),
 				 errdetail("A subscribed consumer reads topic \"%s\" with idem.next_batch(), which sees only events stored in idem.outbox.",
 						   text_to_cstring(topic)),
-				 errhint("Set idem.outbox_wal = also to write both, or unsubscribe the consumers of this topic once the WAL path replaces them.")));
+				 errhint("Set idem.outbox_wal = 'also' to write both, or unsubscribe the consumers of this topic once the WAL path replaces them.")));
 }
 
 /*
