@@ -31,12 +31,13 @@ my $prefix = 'pg_idem.outbox';
 # Slots first: a slot decodes only what is written after its creation.
 # td: test_decoding, a prepared transaction decoded at COMMIT PREPARED;
 # td2pc: test_decoding with two_phase, decoded at PREPARE; po: pgoutput,
-# read by pg_recvlogical.  The publication is empty: pgoutput sends
+# read by pg_recvlogical; po2pc: pgoutput with two_phase (protocol 3).  The publication is empty: pgoutput sends
 # messages whatever the publication, and no table change is wanted.
 $node->safe_psql('postgres', q{
 SELECT pg_create_logical_replication_slot('td', 'test_decoding');
 SELECT pg_create_logical_replication_slot('td2pc', 'test_decoding', false, true);
 SELECT pg_create_logical_replication_slot('po', 'pgoutput');
+SELECT pg_create_logical_replication_slot('po2pc', 'pgoutput', false, true);
 CREATE PUBLICATION idem_pub;
 });
 
@@ -212,8 +213,10 @@ is_deeply(\@seen2pc, [ @committed[0 .. 4], '2pc-commit', '2pc-rollback', 'role-a
 	'two_phase: committed events plus the prepared ones, each once');
 
 #
-# 4. pgoutput through pg_recvlogical (protocol 1, messages on): the same
-#    events, as 'M' messages between 'B' and 'C'.
+# 4. pgoutput through pg_recvlogical (messages on): the same events, as 'M'
+#    messages between 'B' and 'C'.  With protocol 3 and two_phase, a
+#    prepared transaction comes as 'b' (begin prepare) ... 'P' (prepare),
+#    then 'K' (commit prepared) or 'r' (rollback prepared).
 #
 my $endpos = $node->safe_psql('postgres',
 	q{SELECT lsn FROM pg_logical_slot_peek_binary_changes('po', NULL, NULL,
@@ -221,53 +224,93 @@ my $endpos = $node->safe_psql('postgres',
 	  ORDER BY lsn DESC LIMIT 1});
 # something after endpos, so that the stream reaches it
 $node->safe_psql('postgres', q{SELECT idem.emit('after', '{}')});
-my $outfile = $node->basedir . '/recvlogical.out';
-my ($stdout, $stderr);
-my $ok = IPC::Run::run(
-	[
-		'pg_recvlogical', '-d', $node->connstr('postgres'),
-		'-S', 'po', '--start', '--no-loop', '-E', $endpos, '-f', $outfile,
-		'-o', 'proto_version=1', '-o', 'publication_names=idem_pub',
-		'-o', 'messages=true'
-	],
-	'>', \$stdout, '2>', \$stderr,
-	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-ok($ok, 'pg_recvlogical streamed to endpos') or diag($stderr);
 
-# pg_recvlogical writes each message's bytes and a newline.
-my $raw = slurp_file($outfile);
-my (@pgo, $in_xact, $bad);
-my $p = 0;
-while ($p < length($raw))
+# Stream slot $slot to endpos with pg_recvlogical; returns the bytes, which
+# are the protocol messages, each followed by a newline.
+sub recvlogical
 {
-	my $type = substr($raw, $p, 1);
-	my $len;
-	if ($type eq 'B') { $len = 1 + 8 + 8 + 4; $in_xact = 1; }
-	elsif ($type eq 'C') { $len = 1 + 1 + 8 + 8 + 8; $bad++ unless $in_xact; $in_xact = 0; }
-	elsif ($type eq 'M')
-	{
-		my $flags = unpack('C', substr($raw, $p + 1, 1));
-		my $z = index($raw, "\0", $p + 10);
-		my $pfx = substr($raw, $p + 10, $z - $p - 10);
-		my $clen = unpack('N', substr($raw, $z + 1, 4));
-		my $content = substr($raw, $z + 5, $clen);
-		$len = $z + 5 + $clen - $p;
-		is($flags, 1, 'pgoutput: the message is flagged transactional');
-		is($pfx, $prefix, 'pgoutput: prefix');
-		ok($in_xact, 'pgoutput: the message is between BEGIN and COMMIT');
-		push @pgo, check_content('pgoutput', $content);
-	}
-	else
-	{
-		fail(sprintf('pgoutput: unexpected message type 0x%02x', ord($type)));
-		last;
-	}
-	is(substr($raw, $p + $len, 1), "\n", "pgoutput: '$type' message ends where its format says");
-	$p += $len + 1;
+	my ($slot, @opts) = @_;
+	my $outfile = $node->basedir . "/$slot.out";
+	my ($stdout, $stderr);
+	my $ok = IPC::Run::run(
+		[
+			'pg_recvlogical', '-d', $node->connstr('postgres'),
+			'-S', $slot, '--start', '--no-loop', '-E', $endpos, '-f', $outfile,
+			'-o', 'publication_names=idem_pub', '-o', 'messages=true',
+			map { ('-o', $_) } @opts
+		],
+		'>', \$stdout, '2>', \$stderr,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	ok($ok, "pg_recvlogical streamed slot $slot to endpos") or diag($stderr);
+	return slurp_file($outfile);
 }
-ok(!$bad, 'pgoutput: every COMMIT follows a BEGIN');
+
+# Parse the protocol messages; returns the events' keys in stream order,
+# each prefixed with the transaction's fate as the stream tells it so far
+# ('' inside B..C, 'prepared:' inside b..P).  $fates collects, per gid,
+# 'commit' or 'rollback' from K and r.
+sub parse_pgoutput
+{
+	my ($what, $raw, $fates) = @_;
+	my (@keys, $in, $bad);
+	my $p = 0;
+	while ($p < length($raw))
+	{
+		my $type = substr($raw, $p, 1);
+		my $len;
+		my $gid = sub {
+			my ($at) = @_;
+			my $z = index($raw, "\0", $at);
+			return (substr($raw, $at, $z - $at), $z + 1 - $p);
+		};
+		if ($type eq 'B') { $len = 1 + 8 + 8 + 4; $bad++ if $in; $in = 'B'; }
+		elsif ($type eq 'C') { $len = 1 + 1 + 8 + 8 + 8; $bad++ unless ($in // '') eq 'B'; undef $in; }
+		elsif ($type eq 'b') { (undef, $len) = $gid->($p + 1 + 8 + 8 + 8 + 4); $bad++ if $in; $in = 'b'; }
+		elsif ($type eq 'P') { (undef, $len) = $gid->($p + 1 + 1 + 8 + 8 + 8 + 4); $bad++ unless ($in // '') eq 'b'; undef $in; }
+		elsif ($type eq 'K' || $type eq 'r')
+		{
+			my $g;
+			($g, $len) = $gid->($p + 1 + 1 + 8 + 8 + 8 + ($type eq 'r' ? 8 : 0) + 4);
+			$fates->{$g} = $type eq 'K' ? 'commit' : 'rollback';
+		}
+		elsif ($type eq 'M')
+		{
+			my $flags = unpack('C', substr($raw, $p + 1, 1));
+			my $z = index($raw, "\0", $p + 10);
+			my $pfx = substr($raw, $p + 10, $z - $p - 10);
+			my $clen = unpack('N', substr($raw, $z + 1, 4));
+			my $content = substr($raw, $z + 5, $clen);
+			$len = $z + 5 + $clen - $p;
+			is($flags, 1, "$what: the message is flagged transactional");
+			is($pfx, $prefix, "$what: prefix");
+			ok($in, "$what: the message is inside a transaction");
+			my $key = check_content($what, $content);
+			push @keys, (($in // '') eq 'b' ? 'prepared:' : '') . ($key // '?');
+		}
+		else
+		{
+			fail(sprintf("$what: unexpected message type 0x%02x", ord($type)));
+			last;
+		}
+		is(substr($raw, $p + $len, 1), "\n", "$what: '$type' message ends where its format says");
+		$p += $len + 1;
+	}
+	ok(!$bad && !$in, "$what: transactions open and close in order");
+	return @keys;
+}
+
+my @pgo = parse_pgoutput('pgoutput', recvlogical('po', 'proto_version=1'));
 is_deeply(\@pgo, \@committed,
 	'pgoutput: exactly the committed events, in commit order');
+
+my %fates;
+my @pgo2pc = parse_pgoutput('pgoutput two_phase',
+	recvlogical('po2pc', 'proto_version=3', 'two_phase=on'), \%fates);
+is_deeply(\@pgo2pc,
+	[ @committed[0 .. 4], 'prepared:2pc-commit', 'prepared:2pc-rollback', 'role-also' ],
+	'pgoutput two_phase: prepared events at PREPARE, the others at commit');
+is_deeply(\%fates, { g_commit => 'commit', g_rollback => 'rollback' },
+	'pgoutput two_phase: then COMMIT PREPARED and ROLLBACK PREPARED decide');
 
 #
 # 5. 'only' never hides an event from a table consumer.
@@ -325,6 +368,21 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM idem.consumers WHERE name
 	'only: the subscribe() completes once the emitter committed');
 $sub->quit;
 $emitter->quit;
+
+# The WAL path is no way around topic grants.
+$node->safe_psql('postgres', q{
+CREATE ROLE wal_narrow LOGIN;
+SELECT idem.grant_usage('wal_narrow', topics => ARRAY['allowed%']);
+});
+($ret, $out, $err) = $node->psql('postgres',
+	q{SET idem.outbox_wal = 'only'; SELECT idem.emit('forbidden', '{}')},
+	extra_params => [ '-U', 'wal_narrow' ]);
+like($err, qr/ERROR:  permission denied for outbox topic "forbidden"/,
+	'only: a topic not granted to the role is refused');
+is($node->safe_psql('postgres',
+		q{SET idem.outbox_wal = 'only'; SELECT idem.emit('allowed.1', '{}') > 0},
+		extra_params => [ '-U', 'wal_narrow' ]),
+	't', 'only: a granted topic is written by an application role');
 
 #
 # 6. wal_level below logical: the setting is refused; a configured value is
