@@ -219,4 +219,18 @@ idem_total_procs(void)
 #define IDEM_HAVE_MERGE 1
 #endif
 
+/*
+ * Logical decoding messages (outbox_wal.c): 17 gave LogLogicalMessage() a
+ * flush argument; false is what 13 to 16 do (the commit record flushes a
+ * transactional message anyway).
+ */
+#include "replication/message.h"
+#if PG_VERSION_NUM >= 170000
+#define idem_log_logical_message(prefix, message, size, transactional) \
+	LogLogicalMessage((prefix), (message), (size), (transactional), false)
+#else
+#define idem_log_logical_message(prefix, message, size, transactional) \
+	LogLogicalMessage((prefix), (message), (size), (transactional))
+#endif
+
 #endif							/* IDEM_COMPAT_H */

@@ -349,10 +349,9 @@ static IdemPlan trim_consumers_plan = {
  * The heavyweight lock that keeps trimming away from consumers not yet
  * committed (see idem_outbox_trim): an object lock on idem.consumers, apart
  * from its table locks.  Creators do not conflict with each other; the
- * trimmer conflicts with every creator.
+ * trimmer conflicts with every creator.  (Its modes are in outbox.h:
+ * emit() takes it too, under idem.outbox_wal = 'only'.)
  */
-#define CONSUMER_CREATE_LOCK	RowExclusiveLock
-#define CONSUMER_TRIM_LOCK		ShareLock
 
 static Oid	consumers_relid(void);
 static void check_name_length(int len, const char *what);

@@ -14,6 +14,18 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "storage/lockdefs.h"
+
+/*
+ * Modes of the object lock on idem.consumers (LockDatabaseObject on its
+ * relid; outbox.c explains it).  subscribe() holds CONSUMER_CREATE_LOCK until
+ * it commits; the trimmer takes CONSUMER_TRIM_LOCK; an emit() that writes
+ * its event to the WAL only (outbox_wal.c) holds CONSUMER_TRIM_LOCK too: like
+ * the trimmer, it must not miss a consumer being created, and it conflicts
+ * with creators only.
+ */
+#define CONSUMER_CREATE_LOCK	RowExclusiveLock
+#define CONSUMER_TRIM_LOCK		ShareLock
 
 /*
  * The outbox ring (src/sql/40_outbox.sql): idem.outbox is partitioned by

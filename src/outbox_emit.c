@@ -30,7 +30,9 @@
  * owner, so everything the user added applies.  Logical decoding (Debezium)
  * sees every event either way: the heap insert is WAL-logged as any other.
  *
- * The notification on commit is outbox_notify.c's business.
+ * The notification on commit is outbox_notify.c's business; the WAL path
+ * (idem.outbox_wal = 'also' or 'only': the event as a logical decoding
+ * message) is outbox_wal.c's.
  *
  * IDENTIFICATION
  *	  src/outbox_emit.c
@@ -66,6 +68,7 @@
 #include "direct_write.h"
 #include "outbox.h"
 #include "outbox_notify.h"
+#include "outbox_wal.h"
 #include "pg_idem.h"
 #include "privileges.h"
 #include "spi_util.h"
@@ -259,6 +262,35 @@ outbox_insert(text *topic, Datum key, bool key_isnull, Datum payload,
 }
 
 /*
+ * idem.outbox_wal = 'only': the event as a logical decoding message alone,
+ * under the id its row would have had (outbox_wal.c says why).  No row, so
+ * nothing for next_batch() and nothing to notify.
+ */
+static int64
+outbox_emit_wal_only(text *topic, Datum key, bool key_isnull, Datum payload,
+					 Datum headers, bool headers_isnull)
+{
+	Relation	rel;
+	Oid			seq;
+	int64		id;
+
+	idem_outbox_wal_check_only(topic);
+
+	rel = idem_direct_open(&outbox_table, AccessShareLock);
+	seq = outbox_table.identity_seq;
+	table_close(rel, NoLock);
+	if (!OidIsValid(seq))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("idem.outbox_wal = 'only' needs idem.outbox.id to be an identity column"),
+				 errdetail("Table idem.outbox %s.", outbox_table.deviation)));
+	id = nextval_internal(seq, false);
+
+	idem_outbox_wal_log(id, topic, key, key_isnull, payload, headers, headers_isnull);
+	return id;
+}
+
+/*
  * idem.emit(topic, payload, key, headers): insert the event in the caller's
  * transaction and have its topic notified when that transaction commits
  * (outbox_notify.c: once per topic per transaction, only while some
@@ -297,6 +329,12 @@ idem_emit(PG_FUNCTION_ARGS)
 	PreventCommandIfReadOnly("idem.emit()");
 	PreventCommandIfParallelMode("idem.emit()");
 
+	if (unlikely(idem_outbox_wal == IDEM_OUTBOX_WAL_ONLY))
+		PG_RETURN_INT64(outbox_emit_wal_only(topic,
+											 PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2), PG_ARGISNULL(2),
+											 PG_GETARG_DATUM(1),
+											 PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3), PG_ARGISNULL(3)));
+
 	id = outbox_insert(topic,
 					   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2), PG_ARGISNULL(2),
 					   PG_GETARG_DATUM(1),
@@ -310,6 +348,17 @@ idem_emit(PG_FUNCTION_ARGS)
 	 */
 	if (!written)
 		PG_RETURN_NULL();
+
+	/*
+	 * 'also': the message after the row, in the same (sub)transaction.  It
+	 * carries emit()'s arguments: a BEFORE trigger that changes the row (on
+	 * the executor's path) does not change the message.
+	 */
+	if (unlikely(idem_outbox_wal == IDEM_OUTBOX_WAL_ALSO))
+		idem_outbox_wal_log(id, topic,
+							PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2), PG_ARGISNULL(2),
+							PG_GETARG_DATUM(1),
+							PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3), PG_ARGISNULL(3));
 
 	if (idem_outbox_notify)
 		idem_outbox_notify_on_commit(text_to_cstring(topic));

@@ -30,6 +30,7 @@
 #include "invariants.h"
 #include "maintenance.h"
 #include "outbox_notify.h"
+#include "outbox_wal.h"
 #include "pg_idem.h"
 #include "version_provenance.h"
 
@@ -114,6 +115,7 @@ _PG_init(void)
 							   check_maintenance_database, NULL, NULL);
 
 	idem_outbox_notify_define_settings();
+	idem_outbox_wal_define_settings();
 
 	/*
 	 * Invariants need their transaction and relcache callbacks in every

@@ -72,11 +72,11 @@ SELECT lives_ok('SET LOCAL idem.lease = ''2s''', 'idem.lease = 2s is accepted');
 SELECT is(current_setting('idem.lease'), '2s', 'and shown with its unit');
 SELECT is((SELECT array_agg(name::text ORDER BY name) FROM pg_settings WHERE name LIKE 'idem.%'),
           ARRAY['idem.lease', 'idem.maintenance_database', 'idem.maintenance_interval',
-                'idem.outbox_notify', 'idem.outbox_retention', 'idem.ttl'],
+                'idem.outbox_notify', 'idem.outbox_retention', 'idem.outbox_wal', 'idem.ttl'],
           'the idem.* settings exist');
 SELECT is((SELECT array_agg(context ORDER BY name) FROM pg_settings WHERE name LIKE 'idem.%'),
-          ARRAY['user', 'postmaster', 'sighup', 'user', 'superuser', 'user'],
-          'contexts: lease, ttl and notify per session, retention superuser, interval on reload, database at start');
+          ARRAY['user', 'postmaster', 'sighup', 'user', 'superuser', 'user', 'user'],
+          'contexts: lease, ttl, notify and outbox_wal per session, retention superuser, interval on reload, database at start');
 
 -- The privilege model of every object in schema idem.
 SELECT is_empty($$
