@@ -172,6 +172,9 @@ my $listener_pid = pid_of($listener);
 $listener->query_safe('LISTEN idem_outbox');
 my $reader = session();
 my $reader_pid = pid_of($reader);
+# loaded in an earlier transaction: only PostgreSQL's list of listeners
+# tells this reader that the other connection listens
+$reader->query_safe(q{SELECT length(idem.fingerprint('{}'))});
 start_read($reader);
 $pids = join(', ', map { $_->[1] } @held);
 ok( $node->poll_query_until('postgres',
