@@ -953,7 +953,7 @@ declare -A HOLD_RES
 # rotated tables), as a SQL list of regclass.
 hold_rels() {
 	case $1 in
-	idem) echo "SELECT relid FROM pg_partition_tree('idem.outbox')" ;;
+	idem) echo "SELECT 'idem.outbox'::regclass UNION SELECT relid FROM pg_partition_tree('idem.outbox')" ;;
 	skiplocked) echo "SELECT 'bench.handwritten_outbox'::regclass" ;;
 	pgq) echo "SELECT c.oid::regclass FROM pg_class c, pgq.queue q
 	            WHERE q.queue_name = 'bench_drain' AND c.relkind = 'r'
