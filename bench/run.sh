@@ -916,7 +916,8 @@ section_emitcost() {
 			set_fsync "$fs"
 			fresh_db
 			step "[emit cost] preload $pre, fsync $fs: idem.emit vs the hand-written INSERT, no relay listening"
-			run_group "$p" prepared $CLIENTS "hand=emit_handwritten.sql" "emit=$(pick "$HAS_OUTBOX" emit_idem.sql)"
+			run_group "$p" prepared $CLIENTS "hand=emit_handwritten.sql" "emit=$(pick "$HAS_OUTBOX" emit_idem.sql)" \
+				"notify=$(ref emit_handwritten_notify.sql)"
 		done
 	done
 	set_preload on
@@ -928,7 +929,7 @@ report_emitcost() {
 	say ""
 	say "## emit vs the hand-written INSERT (issue 14)"
 	say ""
-	say "\`bench.handwritten_outbox\` is the table a team writes by hand: \`id bigserial PRIMARY KEY, topic, key, payload jsonb, created_at\`, nothing else; \`emit_handwritten.sql\` inserts one event per transaction, \`emit_idem.sql\` calls \`idem.emit\`. No session listens. synchronous_commit = on; $CLIENTS clients, -M prepared, $EMITCOST_ROUNDS interleaved rounds of ${DUR}s; ratio = median over rounds of the paired TPS ratio. Without preload the library is loaded by each backend's first call, and the cluster is restarted between the two halves."
+	say "\`bench.handwritten_outbox\` is the table a team writes by hand: \`id bigserial PRIMARY KEY, topic, key, payload jsonb, created_at\`, nothing else; \`emit_handwritten.sql\` inserts one event per transaction, \`emit_idem.sql\` calls \`idem.emit\`; the reference \`emit_handwritten_notify.sql\` adds a NOTIFY to the INSERT, which is what 0.2.0's emit paid on every commit without preload. No session listens. synchronous_commit = on; $CLIENTS clients, -M prepared, $EMITCOST_ROUNDS interleaved rounds of ${DUR}s; ratio = median over rounds of the paired TPS ratio. Without preload the library is loaded by each backend's first call, and the cluster is restarted between the two halves."
 	table_head
 	for pre in on off; do
 		for fs in on off; do
@@ -936,6 +937,8 @@ report_emitcost() {
 			target=0.95; [ "$fs" = on ] && target=0.97
 			row "$p.hand" "preload $pre, fsync $fs — hand-written INSERT (baseline)"
 			row "$p.emit" "preload $pre, fsync $fs — **idem.emit**" "$p.hand:hand-written INSERT:$target"
+			row "$p.notify" "preload $pre, fsync $fs — hand-written INSERT + NOTIFY on every commit (reference: 0.2.0's emit without preload)" \
+				"$p.hand:hand-written INSERT:"
 		done
 	done
 }
@@ -1036,9 +1039,12 @@ section_hold() {
 			holder=
 			if [ "$hold" = yes ]; then
 				# a report that opened its snapshot and went idle in transaction
+				# (the sleep's pid is kept: bash waits for the whole pipeline)
 				{ echo "BEGIN ISOLATION LEVEL REPEATABLE READ;"
 				  echo "SELECT count(*) FROM bench.report_source;"
-				  sleep $((secs + 600)); } | psql -X -q -o /dev/null >/dev/null 2>&1 &
+				  sleep $((secs + 600)) &
+				  echo $! >"$W/holder.sleep"
+				  wait; } | psql -X -q -o /dev/null >/dev/null 2>&1 &
 				holder=$!
 				local i
 				for ((i = 0; i < 50; i++)); do
@@ -1067,7 +1073,7 @@ section_hold() {
 			                              FROM ($(hold_rels "$sys")) t(r)
 			                              LEFT JOIN pg_stat_all_tables s ON s.relid = t.r" | tr '|' ' ')
 			if [ -n "$holder" ]; then
-				pkill -P "$holder" 2>/dev/null || true
+				kill "$(cat "$W/holder.sleep")" 2>/dev/null || true
 				kill "$holder" 2>/dev/null || true
 				wait "$holder" 2>/dev/null || true
 				sql1 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'idle in transaction'" >/dev/null
