@@ -324,22 +324,18 @@ my_slot(void)
 static void
 notify_attach(void)
 {
+#ifdef IDEM_READ_ASYNC_LISTENERS
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	NotifyShared *shared = NULL;
-#ifdef IDEM_READ_ASYNC_LISTENERS
 	IdemAsyncQueueControl *control = NULL;
-#endif
 
 	if (notify_preloaded || attach_tried)
 		return;
 	if (!IsTransactionState() || decision != UNDECIDED || IsInParallelMode())
 		return;
 	attach_tried = true;
-#ifndef IDEM_READ_ASYNC_LISTENERS
-	/* no way to see listeners the hook missed: always notify */
-	return;
-#else
+
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
@@ -399,6 +395,8 @@ notify_attach(void)
 		async_control = control;
 		notify_shared = shared;
 	}
+#else
+	/* no way to see the listeners the hook missed: stay detached, notify */
 #endif
 }
 
@@ -554,7 +552,6 @@ notify_process_utility(IDEM_PROCESS_UTILITY_PARAMS)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 	bool		listens_to_outbox;
-
 	bool		creates_idem;
 
 	listens_to_outbox = IsA(parsetree, ListenStmt) &&
