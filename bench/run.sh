@@ -20,11 +20,14 @@
 #
 #   make bench                 full run (< 30 minutes)
 #   make bench BENCH_QUICK=1   quick check (< 3 minutes): fsync off only, no reference rows,
-#                              2 short rounds, smaller drain, no 10M keys
+#                              2 short rounds, smaller drain, no 10M keys, and
+#                              neither the emit cost nor the held snapshot
 #
 # Knobs for development (environment): BENCH_ROUNDS, BENCH_DURATION (s),
 # BENCH_PASSES ("on off"), BENCH_SECTIONS ("keys versions outbox
-# invariants drain simple scale"), BENCH_DRAIN_EVENTS, BENCH_SCALE_KEYS ("10000 1000000").
+# invariants drain simple scale emitcost hold"), BENCH_DRAIN_EVENTS,
+# BENCH_SCALE_KEYS ("10000 1000000"), BENCH_EMITCOST_ROUNDS (7),
+# IDEM_BENCH_HOLD_MINUTES (10: the held-snapshot section runs 6 x that).
 #
 # Where the time goes:
 #   BENCH_PROFILE="reserve_idem.sql reserve_raw.sql" make bench
@@ -65,7 +68,7 @@ else
 	ROUNDS=${BENCH_ROUNDS:-5}
 	DUR=${BENCH_DURATION:-4}
 	PASSES=${BENCH_PASSES:-on off}
-	SECTIONS=${BENCH_SECTIONS:-keys versions outbox invariants drain simple scale}
+	SECTIONS=${BENCH_SECTIONS:-keys versions outbox invariants drain simple scale emitcost hold}
 	DRAIN_EVENTS=${BENCH_DRAIN_EVENTS:-200000}
 	DRAIN_ROUNDS=3
 	SIDE_ROUNDS=3	# simple-protocol and scale sections
@@ -887,6 +890,239 @@ section_scale() {
 	done
 }
 
+# --- emit cost (issue 14): idem.emit vs the hand-written INSERT, with and
+# without preload, fsync on and off -------------------------------------------
+
+# Restart the cluster with or without pg_idem preloaded (postgresql.conf is
+# edited: ALTER SYSTEM would write an empty list as one empty file name).
+set_preload() {
+	local libs=''
+	[ "$1" = on ] && libs=pg_idem
+	idem_as_pg sed -i "s/^shared_preload_libraries = .*/shared_preload_libraries = '$libs'/" \
+		"$IDEM_WORK/data/postgresql.conf"
+	idem_as_pg pg_ctl -D "$IDEM_WORK/data" -l "$IDEM_WORK/server.log" -w -s restart 9>&- >/dev/null
+	[ "$(sql1 "SHOW shared_preload_libraries" 2>/dev/null || psql -X -At -d postgres -c "SHOW shared_preload_libraries")" = "$libs" ] ||
+		{ echo "restart with shared_preload_libraries = '$libs' failed" >&2; return 1; }
+}
+
+EMITCOST_ROUNDS=${BENCH_EMITCOST_ROUNDS:-$([ -n "$QUICK" ] && echo 3 || echo 7)}
+section_emitcost() {
+	local pre fs p saved=$ROUNDS
+	ROUNDS=$EMITCOST_ROUNDS
+	for pre in on off; do
+		set_preload "$pre"
+		for fs in on off; do
+			p="ec_pre${pre}_fs$fs"
+			set_fsync "$fs"
+			fresh_db
+			step "[emit cost] preload $pre, fsync $fs: idem.emit vs the hand-written INSERT, no relay listening"
+			run_group "$p" prepared $CLIENTS "hand=emit_handwritten.sql" "emit=$(pick "$HAS_OUTBOX" emit_idem.sql)" \
+				"notify=$(ref emit_handwritten_notify.sql)"
+		done
+	done
+	set_preload on
+	ROUNDS=$saved
+}
+
+report_emitcost() {
+	local pre fs p target
+	say ""
+	say "## emit vs the hand-written INSERT (issue 14)"
+	say ""
+	say "\`bench.handwritten_outbox\` is the table a team writes by hand: \`id bigserial PRIMARY KEY, topic, key, payload jsonb, created_at\`, nothing else; \`emit_handwritten.sql\` inserts one event per transaction, \`emit_idem.sql\` calls \`idem.emit\`; the reference \`emit_handwritten_notify.sql\` adds a NOTIFY to the INSERT, which is what 0.2.0's emit paid on every commit without preload. No session listens. synchronous_commit = on; $CLIENTS clients, -M prepared, $EMITCOST_ROUNDS interleaved rounds of ${DUR}s; ratio = median over rounds of the paired TPS ratio. Without preload the library is loaded by each backend's first call, and the cluster is restarted between the two halves."
+	table_head
+	for pre in on off; do
+		for fs in on off; do
+			p="ec_pre${pre}_fs$fs"
+			target=0.95; [ "$fs" = on ] && target=0.97
+			row "$p.hand" "preload $pre, fsync $fs — hand-written INSERT (baseline)"
+			row "$p.emit" "preload $pre, fsync $fs — **idem.emit**" "$p.hand:hand-written INSERT:$target"
+			row "$p.notify" "preload $pre, fsync $fs — hand-written INSERT + NOTIFY on every commit (reference: 0.2.0's emit without preload)" \
+				"$p.hand:hand-written INSERT:"
+		done
+	done
+}
+
+# --- held snapshot (issue 14): emit + drain for D minutes with and without a
+# session holding an old snapshot, for pg_idem, SKIP LOCKED + DELETE and PgQ --
+
+HOLD_MINUTES=${IDEM_BENCH_HOLD_MINUTES:-10}
+# (seconds, for trying the section out: overrides the minutes)
+HOLD_SECS=${IDEM_BENCH_HOLD_SECONDS:-$((HOLD_MINUTES * 60))}
+HOLD_EMITTERS=4
+declare -A HOLD_RES
+
+# The relations that hold one system's events (table and partitions or
+# rotated tables), as a SQL list of regclass.
+hold_rels() {
+	case $1 in
+	idem) echo "SELECT 'idem.outbox'::regclass UNION SELECT relid FROM pg_partition_tree('idem.outbox')" ;;
+	skiplocked) echo "SELECT 'bench.handwritten_outbox'::regclass" ;;
+	pgq) echo "SELECT c.oid::regclass FROM pg_class c, pgq.queue q
+	            WHERE q.queue_name = 'bench_drain' AND c.relkind = 'r'
+	              AND c.relnamespace = 'pgq'::regnamespace
+	              AND c.relname ~ ('^' || split_part(q.queue_data_pfx, '.', 2) || '(_[0-9]+)?$')" ;;
+	esac
+}
+
+# Events emitted but not yet consumed.
+hold_backlog() {
+	case $1 in
+	idem) sql1 "SELECT pending FROM idem.consumer_lag WHERE consumer = 'bench_drain'" ;;
+	skiplocked) sql1 "SELECT count(*) FROM bench.handwritten_outbox" ;;
+	pgq)
+		# events after the last tick are not counted by pending_events: tick first
+		sql1 "SELECT pgq.ticker('bench_drain')" >/dev/null
+		sql1 "SELECT coalesce(pending_events, 0) FROM pgq.get_consumer_info('bench_drain', 'bench')" ;;
+	esac
+}
+
+# What runs beside the relay in production: pg_idem's maintenance (the
+# worker calls idem.maintain(); here every second), PgQ's ticker and pgqd's
+# maintenance (rotation, retry, vacuum of its own tables); the hand-written
+# outbox relies on autovacuum alone.
+hold_maintenance_loop() {
+	local sys=$1 i=0 f a
+	while :; do
+		case $sys in
+		idem) sql1 "SELECT count(*) FROM idem.maintain()" >/dev/null 2>&1 || true ;;
+		pgq)
+			sql1 "SELECT pgq.ticker()" >/dev/null 2>&1 || true
+			if ((i % 5 == 0)); then
+				sql1 "SELECT func_name || ' ' || coalesce(func_arg, '') FROM pgq.maint_operations()" 2>/dev/null |
+					while read -r f a; do
+						if [ "$f" = vacuum ]; then
+							sql1 "VACUUM $a" >/dev/null 2>&1 || true
+						else
+							sql1 "SELECT $f(${a:+'$a'})" >/dev/null 2>&1 || true
+						fi
+					done
+			fi ;;
+		*) ;;
+		esac
+		i=$((i + 1))
+		sleep "$([ "$sys" = pgq ] && echo 0.2 || echo 1)"
+	done
+}
+
+hold_prepare() {
+	case $1 in
+	idem) sql1 "SELECT idem.subscribe('bench_drain', ARRAY['orders'])" >/dev/null ;;
+	pgq)
+		sql1 "SELECT pgq.create_queue('bench_drain')" >/dev/null
+		# batches of about 1000 events as in the drain section; rotation
+		# every minute instead of PgQ's default 2 hours, so that it can
+		# show within the run
+		sql1 "SELECT pgq.set_queue_config('bench_drain', 'ticker_max_count', '1000'),
+		             pgq.set_queue_config('bench_drain', 'ticker_max_lag', '1 second'),
+		             pgq.set_queue_config('bench_drain', 'rotation_period', '1 minute'),
+		             pgq.register_consumer('bench_drain', 'bench')" >/dev/null ;;
+	*) ;;
+	esac
+}
+
+section_hold() {
+	local sys hold secs=$HOLD_SECS emit_script drain_script
+	local holder mloop epid dpid out_e out_d emitted backlog size dead
+	for sys in idem skiplocked pgq; do
+		[ "$sys" != idem ] || [ -n "$HAS_OUTBOX" ] || continue
+		case $sys in
+		idem) emit_script=emit_idem.sql; drain_script=drain_idem.sql ;;
+		skiplocked) emit_script=emit_handwritten.sql; drain_script=drain_handwritten.sql ;;
+		pgq) emit_script=emit_pgq_drain.sql; drain_script=drain_pgq.sql ;;
+		esac
+		for hold in no yes; do
+			fresh_db
+			hold_prepare "$sys"
+			psqlq -c "VACUUM ANALYZE" -c "CHECKPOINT"
+			step "[hold] $sys, snapshot held: $hold, $HOLD_MINUTES min, $HOLD_EMITTERS emitters + 1 relay"
+			holder=
+			if [ "$hold" = yes ]; then
+				# a report that opened its snapshot and went idle in transaction
+				# (the sleep's pid is kept: bash waits for the whole pipeline)
+				{ echo "BEGIN ISOLATION LEVEL REPEATABLE READ;"
+				  echo "SELECT count(*) FROM bench.report_source;"
+				  sleep $((secs + 600)) &
+				  echo $! >"$W/holder.sleep"
+				  wait; } | psql -X -q -o /dev/null >/dev/null 2>&1 &
+				holder=$!
+				local i
+				for ((i = 0; i < 50; i++)); do
+					[ "$(sql1 "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xmin IS NOT NULL")" -gt 0 ] && break
+					sleep 0.1
+				done
+			fi
+			hold_maintenance_loop "$sys" >/dev/null 2>&1 &
+			mloop=$!
+			out_e="$W/hold.$sys.$hold.emit"; out_d="$W/hold.$sys.$hold.drain"
+			cut -d' ' -f1 /proc/loadavg >>"$W/load.samples"
+			PGOPTIONS="-c client_min_messages=warning" pgbench -n -M prepared -c $HOLD_EMITTERS -j 2 -T "$secs" \
+				-f "$WL/$emit_script" >"$out_e" 2>&1 &
+			epid=$!
+			PGOPTIONS="-c client_min_messages=warning" pgbench -n -M prepared -c 1 -j 1 -T "$secs" \
+				-f "$WL/$drain_script" >"$out_d" 2>&1 &
+			dpid=$!
+			wait $epid || true
+			wait $dpid || true
+			kill "$mloop" 2>/dev/null || true
+			wait "$mloop" 2>/dev/null || true
+			sleep 2	# let the statistics of the last transactions arrive
+			emitted=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out_e")
+			backlog=$(hold_backlog "$sys")
+			read -r size dead < <(sql1 "SELECT sum(pg_total_relation_size(r)), sum(coalesce(s.n_dead_tup, 0))
+			                              FROM ($(hold_rels "$sys")) t(r)
+			                              LEFT JOIN pg_stat_all_tables s ON s.relid = t.r" | tr '|' ' ')
+			if [ -n "$holder" ]; then
+				kill "$(cat "$W/holder.sleep")" 2>/dev/null || true
+				kill "$holder" 2>/dev/null || true
+				wait "$holder" 2>/dev/null || true
+				sql1 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'idle in transaction'" >/dev/null
+			fi
+			if [ -z "$emitted" ] || [ -z "$backlog" ] || grep -q aborted "$out_e" "$out_d"; then
+				HOLD_RES[$sys.$hold]="error: $(grep -h -m1 -iE 'error|fatal' "$out_e" "$out_d" | head -n1 | cut -c1-160)"
+				echo "   ${HOLD_RES[$sys.$hold]}"
+				continue
+			fi
+			HOLD_RES[$sys.$hold]="$emitted $backlog $size $dead"
+			printf '   %-10s hold=%-3s emitted %8d/s drained %8d/s backlog %8d size %s dead %s\n' "$sys" "$hold" \
+				$((emitted / secs)) $(((emitted - backlog) / secs)) "$backlog" \
+				"$(numfmt --to=iec "$size" 2>/dev/null || echo "$size")" "$dead"
+		done
+	done
+}
+
+report_hold() {
+	local sys label secs=$HOLD_SECS e b s d e0 b0
+	say ""
+	say "## Emit + drain with a held snapshot (issue 14)"
+	say ""
+	say "$HOLD_EMITTERS emitters (one event per transaction, pgbench -M prepared) and one relay (batches of up to 1000) run for $((HOLD_SECS / 60)) min $((HOLD_SECS % 60)) s (IDEM_BENCH_HOLD_MINUTES, default 10), fsync = off, once with a session that ran \`BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT ... FROM another table\` and went idle in transaction for the whole run, once without it. Maintenance runs as it would in production: \`idem.maintain()\` every second for pg_idem; \`pgq.ticker()\` every 0.2 s and pgqd's maintenance operations every second for PgQ (rotation_period 1 minute); autovacuum for the SKIP LOCKED table. Size = heap + indexes (+ TOAST) of every table holding the system's events at the end; dead = their n_dead_tup; backlog = events emitted and not yet consumed at the end. One run per cell (not interleaved rounds)."
+	say ""
+	say "| system | snapshot held | emitted/s | drained/s | backlog | size | dead tuples | drained/s, held vs not |"
+	say "|---|---|---:|---:|---:|---:|---:|---|"
+	for sys in idem skiplocked pgq; do
+		case $sys in
+		idem) label="**pg_idem** (emit / next_batch + finish_batch)" ;;
+		skiplocked) label="hand-written table, SKIP LOCKED + DELETE" ;;
+		pgq) label="PgQ (insert_event / next_batch)" ;;
+		esac
+		local hold cmp
+		for hold in no yes; do
+			case "${HOLD_RES[$sys.$hold]:-}" in
+			"") continue ;;
+			error*) say "| $label | $hold | ${HOLD_RES[$sys.$hold]} | | | | | |"; continue ;;
+			esac
+			read -r e b s d <<<"${HOLD_RES[$sys.$hold]}"
+			cmp=""
+			if [ "$hold" = yes ] && [ -n "${HOLD_RES[$sys.no]:-}" ] && [[ "${HOLD_RES[$sys.no]}" != error* ]]; then
+				read -r e0 b0 _ _ <<<"${HOLD_RES[$sys.no]}"
+				cmp=$(awk -v a=$((e - b)) -v z=$((e0 - b0)) 'BEGIN {if (z > 0) printf "%.2fx", a / z}')
+			fi
+			say "| $label | $hold | $((e / secs)) | $(((e - b) / secs)) | $b | $(numfmt --to=iec --suffix=B "$s" 2>/dev/null || echo "$s") | $d | $cmp |"
+		done
+	done
+}
+
 # ---------------------------------------------------------------------------
 # Main.
 # ---------------------------------------------------------------------------
@@ -993,6 +1229,17 @@ fi
 if want scale; then
 	fresh_db
 	section_scale
+fi
+
+if want emitcost; then
+	section_emitcost
+	report_emitcost
+fi
+
+if want hold; then
+	set_fsync off
+	section_hold
+	report_hold
 fi
 
 # Every ratio that has a target, in one place.

@@ -101,6 +101,7 @@
 #include "utils/xid8.h"
 
 #include "outbox.h"
+#include "outbox_notify.h"
 #include "pg_idem.h"
 #include "privileges.h"
 #include "spi_util.h"
@@ -1319,6 +1320,7 @@ idem_subscribe(PG_FUNCTION_ARGS)
 	 * moment it subscribed, at every isolation level.
 	 */
 	relid = consumers_relid();
+	idem_outbox_notify_before_read();
 	LockDatabaseObject(RelationRelationId, relid, 0, CONSUMER_CREATE_LOCK);
 
 	idem_become_table_owner(relid, &sw);
@@ -1525,6 +1527,9 @@ idem_next_batch(PG_FUNCTION_ARGS)
 				 errdetail("max_events is %d.", max_events)));
 
 	ts = begin_materialize(fcinfo, &tupdesc);
+
+	/* without preload, no listener may miss what commits meanwhile */
+	idem_outbox_notify_before_read();
 
 	/* checked against the caller (read_consumer), run as the owner */
 	idem_become_table_owner(consumers_relid(), &sw);

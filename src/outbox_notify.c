@@ -60,8 +60,31 @@
  * first LISTEN idem_outbox until it exits (UNLISTEN and DISCARD do not lower
  * it), and the count is cluster-wide.  Counting too many only costs the
  * NOTIFY; counting too few would lose a wake-up, so nothing here ever does.
- * Without shared_preload_libraries there is no shared state and no hook to
- * see LISTEN, and every emitting transaction notifies.
+ *
+ * Without shared_preload_libraries the same protocol runs, with two
+ * differences.  The shared state is created by the first backend that
+ * needs it, after startup: ShmemInitStruct() takes it from the slack the
+ * main segment keeps (about 100 kB, CalculateShmemSize()); if that fails,
+ * the backend stays detached and its emitters notify on every commit.  And
+ * the hook that sees LISTEN exists only in backends that have loaded the
+ * library, so a backend may listen without being counted: one that ran
+ * LISTEN before its first call of a pg_idem function, or one that only
+ * listens while another connection reads.  PostgreSQL's own list of
+ * listening backends covers both: an emitter that finds our count at zero
+ * also looks there, and notifies while any backend of its database is
+ * registered as a listener, on any channel.  A backend enters that list
+ * when its LISTEN commits, which leaves the same race as above, closed the
+ * same way: next_batch() and subscribe(), before they read, wait for every
+ * silent commit in progress in their database whenever that list is not
+ * empty -- a relay reads after its LISTEN has committed, so the wait covers
+ * every emitter that decided before the listener was registered.  The one
+ * listener neither the hook nor the list can see in time is a LISTEN that
+ * ran earlier in the very transaction that loaded the library: next_batch()
+ * and subscribe() in that transaction count their backend until it ends
+ * (by then such a LISTEN has been registered).
+ *
+ * So without preload an emitter notifies more often (while anything in its
+ * database listens on any channel), never less often than with it.
  *
  * IDENTIFICATION
  *	  src/outbox_notify.c
@@ -85,6 +108,8 @@
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "commands/extension.h"
 
 #include "compat.h"
 #include "outbox_notify.h"
@@ -173,6 +198,57 @@ typedef enum NotifyDecision
 
 static NotifyDecision decision = UNDECIDED;
 
+/*
+ * Without preload (see the file header): whether this backend loaded the
+ * library at server start, tried to attach the shared state, counts itself
+ * as a listener only until the current transaction ends, and loaded the
+ * library in the current transaction; and whether it has said what running
+ * without preload costs.
+ */
+static bool notify_preloaded = false;
+static bool attach_tried = false;
+static bool listener_provisional = false;
+static bool loaded_this_xact = false;
+static bool preload_notice_given = false;
+static bool create_notice_pending = false;
+
+/*
+ * PostgreSQL's list of listening backends lives in async.c's shared
+ * "Async Queue Control", whose layout is private to async.c.  Copied here
+ * for the versions it was read from (13 to 16); ShmemInitStruct() checks
+ * the size of the copy against the real one, and on any other version, or
+ * any mismatch, emitters of an un-preloaded backend notify on every commit.
+ */
+#if PG_VERSION_NUM >= 130000 && PG_VERSION_NUM < 170000
+#define IDEM_READ_ASYNC_LISTENERS 1
+
+typedef struct IdemQueuePosition
+{
+	int			page;
+	int			offset;
+} IdemQueuePosition;
+
+typedef struct IdemQueueBackendStatus
+{
+	int32		pid;
+	Oid			dboid;
+	BackendId	nextListener;
+	IdemQueuePosition pos;
+} IdemQueueBackendStatus;
+
+typedef struct IdemAsyncQueueControl
+{
+	IdemQueuePosition head;
+	IdemQueuePosition tail;
+	int			stopPage;
+	BackendId	firstListener;
+	TimestampTz lastQueueFillWarn;
+	IdemQueueBackendStatus backend[FLEXIBLE_ARRAY_MEMBER];
+} IdemAsyncQueueControl;
+
+static IdemAsyncQueueControl *async_control = NULL;
+#endif
+
 static Size
 notify_shmem_size(void)
 {
@@ -232,6 +308,133 @@ my_slot(void)
 }
 
 /* ---------------------------------------------------------------------
+ * Without preload: attaching after startup
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Find or create the shared state, and find async.c's list of listeners.
+ * Failing is not an error: the backend stays detached and notifies on
+ * every commit.  The attempt runs in a subtransaction, so that an error
+ * raised inside ShmemInitStruct() (out of shared memory, a size that does
+ * not match) releases its locks and leaves the caller's transaction alone.
+ * Tried once per backend, and only where a subtransaction may start (not
+ * from a commit callback).
+ */
+static void
+notify_attach(void)
+{
+#ifdef IDEM_READ_ASYNC_LISTENERS
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	NotifyShared *shared = NULL;
+	IdemAsyncQueueControl *control = NULL;
+
+	if (notify_preloaded || attach_tried)
+		return;
+	if (!IsTransactionState() || decision != UNDECIDED || IsInParallelMode())
+		return;
+	attach_tried = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		bool		found;
+
+		notify_nslots = idem_total_procs();
+		LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+		shared = ShmemInitStruct("pg_idem outbox notify",
+								 notify_shmem_size(), &found);
+		if (!found)
+		{
+			pg_atomic_init_u32(&shared->count.listeners, 0);
+			shared->nslots = notify_nslots;
+			for (uint32 i = 0; i < notify_nslots; i++)
+				pg_atomic_init_u32(&shared->slots[i].s.silent_xid,
+								   InvalidTransactionId);
+		}
+		LWLockRelease(AddinShmemInitLock);
+
+		/* created at startup by async.c: found, unless the name changed */
+		control = ShmemInitStruct("Async Queue Control",
+								  add_size(offsetof(IdemAsyncQueueControl, backend),
+										   mul_size(MaxBackends + 1,
+													sizeof(IdemQueueBackendStatus))),
+								  &found);
+		if (!found)
+			control = NULL;
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		ereport(LOG,
+				(errmsg("pg_idem could not attach its outbox notification state without preload: %s",
+						edata->message),
+				 errdetail("Emitting transactions of this session notify channel idem_outbox on every commit.")));
+		FreeErrorData(edata);
+		shared = NULL;
+		control = NULL;
+	}
+	PG_END_TRY();
+
+	/* both, or neither: without the list, the count alone may be short */
+	if (shared != NULL && control != NULL)
+	{
+		async_control = control;
+		notify_shared = shared;
+	}
+#else
+	/* no way to see the listeners the hook missed: stay detached, notify */
+#endif
+}
+
+/*
+ * Is some backend of this database registered in async.c's list of
+ * listeners (on any channel)?  Only consulted without preload.  The caller
+ * has issued a full memory barrier; the list's first entry is read without
+ * the lock first, as almost always nobody listens at all.
+ */
+static bool
+async_listener_in_database(void)
+{
+#ifdef IDEM_READ_ASYNC_LISTENERS
+	bool		found = false;
+
+	if (async_control == NULL)
+		return true;
+	if (((volatile IdemAsyncQueueControl *) async_control)->firstListener == InvalidBackendId)
+		return false;
+	LWLockAcquire(NotifyQueueLock, LW_SHARED);
+	for (BackendId i = async_control->firstListener;
+		 i != InvalidBackendId;
+		 i = async_control->backend[i].nextListener)
+	{
+		if (async_control->backend[i].dboid == MyDatabaseId)
+		{
+			found = true;
+			break;
+		}
+	}
+	LWLockRelease(NotifyQueueLock);
+	return found;
+#else
+	return true;
+#endif
+}
+
+/* ---------------------------------------------------------------------
  * Listener side
  * ---------------------------------------------------------------------
  */
@@ -256,24 +459,18 @@ settle_listener_context(void *arg)
 			   *(TransactionId *) arg);
 }
 
+/*
+ * Wait for every transaction of this database that published its xid (it
+ * decided to commit without notifying) to end.  The caller has made itself
+ * visible to emitters first (raised the count, or is registered by
+ * async.c) and issued a full barrier.
+ */
 static void
-settle_listener(void)
+wait_for_silent_emitters(void)
 {
 	NotifySlot *mine = my_slot();
 	ErrorContextCallback errcallback;
 	TransactionId waiting_for = InvalidTransactionId;
-
-	if (notify_shared == NULL || listener_settled)
-		return;
-
-	if (!listener_counted)
-	{
-		before_shmem_exit(forget_listener, (Datum) 0);
-		listener_counted = true;
-		/* a full barrier, as the emitter's side needs */
-		pg_atomic_fetch_add_u32(&notify_shared->count.listeners, 1);
-	}
-	pg_memory_barrier();
 
 	errcallback.callback = settle_listener_context;
 	errcallback.arg = &waiting_for;
@@ -296,7 +493,52 @@ settle_listener(void)
 		XactLockTableWait(xid, NULL, NULL, XLTW_None);
 	}
 	error_context_stack = errcallback.previous;
+}
+
+static void
+settle_listener(void)
+{
+	notify_attach();
+	if (notify_shared == NULL || listener_settled)
+		return;
+
+	if (!listener_counted)
+	{
+		before_shmem_exit(forget_listener, (Datum) 0);
+		listener_counted = true;
+		/* a full barrier, as the emitter's side needs */
+		pg_atomic_fetch_add_u32(&notify_shared->count.listeners, 1);
+	}
+	pg_memory_barrier();
+	wait_for_silent_emitters();
 	listener_settled = true;
+}
+
+/*
+ * Without preload, before next_batch() or subscribe() read: settle the
+ * listeners the hook could not see (see the file header).  A LISTEN run
+ * earlier in the transaction that loaded the library is not registered
+ * yet: count this backend until the transaction ends.  Then, if any backend
+ * of this database is registered as a listener, wait for the silent
+ * commits in progress, which it may have missed.
+ */
+void
+idem_outbox_notify_before_read(void)
+{
+	if (notify_preloaded)
+		return;
+	notify_attach();
+	if (notify_shared == NULL)
+		return;					/* every emitter notifies */
+
+	if (loaded_this_xact && !listener_counted && !listener_provisional)
+	{
+		listener_provisional = true;
+		pg_atomic_fetch_add_u32(&notify_shared->count.listeners, 1);
+	}
+	pg_memory_barrier();
+	if (listener_provisional || async_listener_in_database())
+		wait_for_silent_emitters();
 }
 
 /*
@@ -310,9 +552,12 @@ notify_process_utility(IDEM_PROCESS_UTILITY_PARAMS)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 	bool		listens_to_outbox;
+	bool		creates_idem;
 
 	listens_to_outbox = IsA(parsetree, ListenStmt) &&
 		strcmp(((ListenStmt *) parsetree)->conditionname, OUTBOX_CHANNEL) == 0;
+	creates_idem = IsA(parsetree, CreateExtensionStmt) &&
+		strcmp(((CreateExtensionStmt *) parsetree)->extname, "pg_idem") == 0;
 
 	if (prev_process_utility_hook)
 		prev_process_utility_hook(IDEM_PROCESS_UTILITY_ARGS);
@@ -321,6 +566,8 @@ notify_process_utility(IDEM_PROCESS_UTILITY_PARAMS)
 
 	if (listens_to_outbox)
 		settle_listener();
+	if (creates_idem)
+		idem_preload_notice(true);
 }
 
 /* ---------------------------------------------------------------------
@@ -365,7 +612,8 @@ notify_if_heard(void)
 	pg_atomic_write_u32(&slot->s.silent_xid, xid);
 	slot_published = true;
 	pg_memory_barrier();
-	if (pg_atomic_read_u32(&notify_shared->count.listeners) == 0)
+	if (pg_atomic_read_u32(&notify_shared->count.listeners) == 0 &&
+		(notify_preloaded || !async_listener_in_database()))
 	{
 		decision = DECIDED_SILENT;
 		return;
@@ -396,6 +644,18 @@ forget_pending(void)
 	if (slot_published && (slot = my_slot()) != NULL)
 		pg_atomic_write_u32(&slot->s.silent_xid, InvalidTransactionId);
 	slot_published = false;
+
+	/*
+	 * A LISTEN of this transaction, if any, registered with async.c at
+	 * pre-commit, so emitters see it there from now on.
+	 */
+	if (listener_provisional)
+	{
+		pg_atomic_fetch_sub_u32(&notify_shared->count.listeners, 1);
+		listener_provisional = false;
+	}
+	loaded_this_xact = false;
+	create_notice_pending = false;
 	decision = UNDECIDED;
 	/* both live in TopTransactionContext, which goes with the transaction */
 	pending_topics = NIL;
@@ -408,6 +668,11 @@ notify_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
+			if (create_notice_pending)
+			{
+				create_notice_pending = false;
+				idem_preload_notice(true);
+			}
 			if (decision != UNDECIDED)
 				break;
 			if (pending_topics != NIL)
@@ -541,6 +806,11 @@ idem_outbox_notify_on_commit(const char *topic)
 	Assert(strlen(topic) <= IDEM_MAX_NAME_BYTES);
 
 	register_callbacks();
+	if (!notify_preloaded)
+	{
+		notify_attach();
+		idem_preload_notice(false);
+	}
 
 	/*
 	 * Emitted from a pre-commit callback that runs after ours: follow the
@@ -604,9 +874,50 @@ idem_outbox_notify_define_settings(void)
 							 NULL, NULL, NULL);
 }
 
+/*
+ * Say once per session what running without preload costs, and how to
+ * preload: when pg_idem is created, and at the first emit.
+ */
+void
+idem_preload_notice(bool creating)
+{
+	if (notify_preloaded || preload_notice_given)
+		return;
+	preload_notice_given = true;
+	ereport(NOTICE,
+			(errmsg("pg_idem is not in shared_preload_libraries"),
+			 (creating || notify_shared != NULL) ?
+			 errdetail("Without preload no background worker runs idem.maintain(), and idem.emit() sends its notification whenever any session of this database listens on any channel; PostgreSQL commits notifying transactions one at a time.") :
+			 errdetail("Without preload no background worker runs idem.maintain(), and this session could not attach the shared state that lets idem.emit() skip its notification: every emitting transaction notifies, and PostgreSQL commits notifying transactions one at a time."),
+			 errhint("Add pg_idem to shared_preload_libraries in postgresql.conf and restart the server (docs/outbox-wakeup.md).")));
+}
+
+/*
+ * Loaded on first use instead of preloaded: see LISTEN and CREATE
+ * EXTENSION from now on, and remember that a LISTEN earlier in this
+ * transaction was not seen.
+ */
+void
+idem_outbox_notify_load(void)
+{
+	prev_process_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = notify_process_utility;
+	register_callbacks();
+	loaded_this_xact = IsTransactionState();
+
+	/*
+	 * Loaded by CREATE EXTENSION (the validator of the C functions its
+	 * script creates): the script runs with client_min_messages raised to
+	 * WARNING, so the NOTICE waits for the commit.
+	 */
+	if (creating_extension)
+		create_notice_pending = true;
+}
+
 void
 idem_outbox_notify_preload(void)
 {
+	notify_preloaded = true;
 #ifdef IDEM_HAVE_SHMEM_REQUEST_HOOK
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = notify_shmem_request;

@@ -26,10 +26,26 @@ extern void idem_outbox_notify_define_settings(void);
 /*
  * Request the shared state that lets emitters skip the NOTIFY while no
  * session listens, and install the hooks that maintain it.  Called from
- * _PG_init only while the library is being preloaded; without it, every
- * emitting transaction notifies.
+ * _PG_init only while the library is being preloaded; without preload,
+ * idem_outbox_notify_load() attaches the same state after startup.
  */
 extern void idem_outbox_notify_preload(void);
+
+/*
+ * Loaded on first use (not preloaded): install the hook that sees LISTEN
+ * and CREATE EXTENSION in this backend.  Called from _PG_init.
+ */
+extern void idem_outbox_notify_load(void);
+
+/*
+ * Without preload, before next_batch() and subscribe() read: make sure no
+ * listener of this database can miss an event that committed without
+ * notifying.  Does nothing when the library is preloaded.
+ */
+extern void idem_outbox_notify_before_read(void);
+
+/* Without preload: say so (NOTICE), once per session. */
+extern void idem_preload_notice(bool creating);
 
 /*
  * Notify channel idem_outbox with this topic when the current transaction

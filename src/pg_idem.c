@@ -139,14 +139,16 @@ _PG_init(void)
 	 * A background worker, shared memory and hooks that must see every
 	 * backend's statements need a library loaded at server start.  Without
 	 * preload, the settings above still exist, idem.maintain() is called by
-	 * pg_cron or any other scheduler, and every emitting transaction
-	 * notifies.
+	 * pg_cron or any other scheduler, and the outbox notifier attaches its
+	 * shared state after startup (outbox_notify.c).
 	 */
 	if (process_shared_preload_libraries_in_progress)
 	{
 		idem_maintenance_register();
 		idem_outbox_notify_preload();
 	}
+	else
+		idem_outbox_notify_load();
 }
 
 /*

@@ -362,3 +362,21 @@ CREATE TABLE bench.raw_outbox (
 	created_at timestamptz NOT NULL DEFAULT now(),
 	xid        xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
+
+------------------------------------------------------------------------------
+-- The outbox a team writes by hand (issue 14): exactly these columns and
+-- one index, the primary key.  emit_handwritten.sql inserts into it,
+-- drain_handwritten.sql drains it with SKIP LOCKED + DELETE.
+------------------------------------------------------------------------------
+CREATE TABLE bench.handwritten_outbox (
+	id         bigserial PRIMARY KEY,
+	topic      text,
+	key        text,
+	payload    jsonb,
+	created_at timestamptz DEFAULT now()
+);
+
+-- What a session holding an old snapshot reads (the held-snapshot section):
+-- any other table.
+CREATE TABLE bench.report_source (id integer PRIMARY KEY);
+INSERT INTO bench.report_source VALUES (1);

@@ -1,0 +1,15 @@
+-- outbox / drain: the SKIP LOCKED + DELETE relay of the hand-written outbox
+-- (bench.handwritten_outbox), as run beside concurrent emitters in the
+-- held-snapshot section.  One statement deletes up to 1000 of the oldest
+-- events and returns them (every row travels to the client); the relay
+-- publishes them and only then commits, so a crash before the commit
+-- leaves them in the table (at least once).  Safe with concurrent
+-- emitters: it deletes exactly the rows it returns.
+BEGIN;
+DELETE FROM bench.handwritten_outbox
+ WHERE id IN (SELECT id FROM bench.handwritten_outbox
+               ORDER BY id
+               LIMIT 1000
+                 FOR UPDATE SKIP LOCKED)
+RETURNING id, topic, key, payload, created_at;
+COMMIT;
