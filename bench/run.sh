@@ -950,6 +950,8 @@ HOLD_MINUTES=${IDEM_BENCH_HOLD_MINUTES:-10}
 # (seconds, for trying the section out: overrides the minutes)
 HOLD_SECS=${IDEM_BENCH_HOLD_SECONDS:-$((HOLD_MINUTES * 60))}
 HOLD_EMITTERS=4
+# IDEM_BENCH_HOLD_SYSTEMS narrows the systems compared (idem skiplocked pgq).
+HOLD_SYSTEMS=${IDEM_BENCH_HOLD_SYSTEMS:-idem skiplocked pgq}
 declare -A HOLD_RES
 
 # The relations that hold one system's events (table and partitions or
@@ -1024,7 +1026,7 @@ hold_prepare() {
 section_hold() {
 	local sys hold secs=$HOLD_SECS emit_script drain_script
 	local holder mloop epid dpid out_e out_d emitted backlog size dead
-	for sys in idem skiplocked pgq; do
+	for sys in $HOLD_SYSTEMS; do
 		[ "$sys" != idem ] || [ -n "$HAS_OUTBOX" ] || continue
 		case $sys in
 		idem) emit_script=emit_idem.sql; drain_script=drain_idem.sql ;;
