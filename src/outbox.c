@@ -1108,6 +1108,7 @@ idem_subscribe(PG_FUNCTION_ARGS)
 	IdemUserSwitch sw;
 	Oid			relid;
 
+	idem_check_granted("idem.subscribe()");
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -1207,6 +1208,7 @@ idem_unsubscribe(PG_FUNCTION_ARGS)
 	Oid			userid = GetUserId();
 	IdemUserSwitch sw;
 
+	idem_check_granted("idem.unsubscribe()");
 	values[0] = PointerGetDatum(consumer);
 	idem_become_table_owner(consumers_relid(), &sw);
 	SPI_connect();
@@ -1325,6 +1327,7 @@ idem_next_batch(PG_FUNCTION_ARGS)
 	Oid			userid = GetUserId();
 	IdemUserSwitch sw;
 
+	idem_check_granted("idem.next_batch()");
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -1453,6 +1456,7 @@ idem_finish_batch(PG_FUNCTION_ARGS)
 	Oid			userid = GetUserId();
 	IdemUserSwitch sw;
 
+	idem_check_granted("idem.finish_batch()");
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
