@@ -28,7 +28,7 @@ GRANT EXECUTE ON FUNCTION fh_try(text) TO PUBLIC;
 -- PUBLIC may execute refuses it before it looks at anything, so nothing
 -- changes: a key, a consumer and an event of another role are set up first.
 CREATE ROLE regress_fh_app;
-CREATE ROLE "Regress First Hour";
+CREATE ROLE "regress_fh Quoted Role";
 SELECT idem.grant_usage('regress_fh_app');
 SET ROLE regress_fh_app;
 SELECT token AS fh_token FROM idem.reserve('fh-1', NULL, 'fh') \gset
@@ -36,7 +36,7 @@ SELECT idem.subscribe('fh-relay', ARRAY['fh']);
 SELECT idem.emit('fh', '{"n": 1}') > 0 AS emitted;
 RESET ROLE;
 
-SET ROLE "Regress First Hour";
+SET ROLE "regress_fh Quoted Role";
 SELECT * FROM idem.reserve('fh-2', NULL, 'fh');
 \echo SQLSTATE :SQLSTATE
 \set VERBOSITY terse
@@ -57,7 +57,7 @@ SELECT count(*) FROM idem.keys;
 SELECT * FROM idem.key_stats;
 SELECT * FROM idem.consumer_lag;
 SELECT idem.purge();
-SELECT idem.grant_usage('"Regress First Hour"');
+SELECT idem.grant_usage('"regress_fh Quoted Role"');
 \set VERBOSITY default
 -- ... and fingerprint(), which reads nothing, works.
 SELECT length(idem.fingerprint('{"a": 1}')) AS fingerprint_bytes;
@@ -70,8 +70,8 @@ SELECT name, topics, owner::regrole FROM idem.consumers WHERE name LIKE 'fh-%';
 SELECT count(*) AS events FROM idem.outbox WHERE topic = 'fh';
 
 -- Run as the HINT says, the same call works.
-SELECT idem.grant_usage('"Regress First Hour"', scopes => ARRAY['fh']);
-SET ROLE "Regress First Hour";
+SELECT idem.grant_usage('"regress_fh Quoted Role"', scopes => ARRAY['fh']);
+SET ROLE "regress_fh Quoted Role";
 SELECT outcome FROM idem.reserve('fh-2', NULL, 'fh');
 RESET ROLE;
 
@@ -147,7 +147,7 @@ SELECT * FROM fh_try(format($$SELECT idem.complete('fh-c', %s, '{}', 200, 'fh-to
 SELECT key, state FROM idem.keys WHERE scope = 'fh-tokens' ORDER BY key;
 
 -- Clean up.
-SELECT idem.revoke_usage('regress_fh_app'), idem.revoke_usage('"Regress First Hour"');
+SELECT idem.revoke_usage('regress_fh_app'), idem.revoke_usage('"regress_fh Quoted Role"');
 SELECT idem.unsubscribe('fh-relay');
 DELETE FROM idem.outbox WHERE topic = 'fh';
 DROP TABLE fh_accounts;
@@ -157,4 +157,4 @@ REVOKE ALL ON FUNCTION idem.enforce_version(regclass, name, text), idem.unenforc
                        idem.unenforce_invariant(text), idem.invariant_touch()
   FROM regress_fh_owner, regress_fh_inv;
 DROP FUNCTION fh_try(text);
-DROP ROLE regress_fh_app, "Regress First Hour", regress_fh_owner, regress_fh_inv;
+DROP ROLE regress_fh_app, "regress_fh Quoted Role", regress_fh_owner, regress_fh_inv;
