@@ -25,8 +25,9 @@
 #
 # Knobs for development (environment): BENCH_ROUNDS, BENCH_DURATION (s),
 # BENCH_PASSES ("on off"), BENCH_SECTIONS ("keys versions outbox
-# invariants drain simple scale emitcost hold"), BENCH_DRAIN_EVENTS,
-# BENCH_SCALE_KEYS ("10000 1000000"), BENCH_EMITCOST_ROUNDS (7),
+# privileges invariants drain simple scale emitcost hold"), BENCH_DRAIN_EVENTS,
+# BENCH_SCALE_KEYS ("10000 1000000"), BENCH_PRIV_ROUNDS (rounds of the
+# privileges section, default 10; 4 quick), BENCH_EMITCOST_ROUNDS (7),
 # IDEM_BENCH_HOLD_MINUTES (10: the held-snapshot section runs 6 x that).
 #
 # Where the time goes:
@@ -57,7 +58,7 @@ if [ -n "$QUICK" ]; then
 	ROUNDS=${BENCH_ROUNDS:-2}
 	DUR=${BENCH_DURATION:-2}
 	PASSES=${BENCH_PASSES:-off}
-	SECTIONS=${BENCH_SECTIONS:-keys versions outbox invariants drain scale}
+	SECTIONS=${BENCH_SECTIONS:-keys versions outbox privileges invariants drain scale}
 	DRAIN_EVENTS=${BENCH_DRAIN_EVENTS:-20000}
 	DRAIN_ROUNDS=1
 	SIDE_ROUNDS=1
@@ -68,7 +69,7 @@ else
 	ROUNDS=${BENCH_ROUNDS:-5}
 	DUR=${BENCH_DURATION:-4}
 	PASSES=${BENCH_PASSES:-on off}
-	SECTIONS=${BENCH_SECTIONS:-keys versions outbox invariants drain simple scale emitcost hold}
+	SECTIONS=${BENCH_SECTIONS:-keys versions outbox privileges invariants drain simple scale emitcost hold}
 	DRAIN_EVENTS=${BENCH_DRAIN_EVENTS:-200000}
 	DRAIN_ROUNDS=3
 	SIDE_ROUNDS=3	# simple-protocol and scale sections
@@ -1126,6 +1127,55 @@ report_hold() {
 }
 
 # ---------------------------------------------------------------------------
+# Least privilege (issue 15): what the per-call scope and topic checks cost.
+# reserve and emit as bench_app, which fresh_db granted with scope and topic
+# patterns (the checked path: one cached answer per scope or topic, src/
+# privileges.c), against the very same calls as the owner, a superuser whom
+# the checks exempt (the unchecked path), paired round by round.  The target
+# is a cost of at most 2%, so this section runs more rounds than the others
+# and prints the paired cost with three decimals.
+# ---------------------------------------------------------------------------
+PRIV_ROUNDS=${BENCH_PRIV_ROUNDS:-$([ -n "$QUICK" ] && echo 4 || echo 10)}
+
+section_privileges() {
+	local p=$1 mode=$2
+	local ROUNDS=$PRIV_ROUNDS	# run_group reads it
+	step "[$p] privileges: reserve of a new key, as the owner and as an application role with scope patterns"
+	run_group "$p" "$mode" $CLIENTS "priv_reserve_owner=$(pick "$HAS_KEYS" reserve_idem.sql)" \
+		"priv_reserve_app=$(pick "$HAS_KEYS" reserve_idem_app.sql)"
+	step "[$p] privileges: emit, as the owner and as an application role with topic patterns"
+	run_group "$p" "$mode" $CLIENTS "priv_emit_owner=$(pick "$HAS_OUTBOX" emit_idem.sql)" \
+		"priv_emit_app=$(pick "$HAS_OUTBOX" emit_idem_app.sql)"
+}
+
+# Paired cost of a over b: the median over rounds of b's TPS / a's TPS in
+# the same round, to three decimals ("1.013").
+paired_cost() {
+	local a=$1 b=$2
+	[ "${STATUS[$a]:-}" = ok ] && [ "${STATUS[$b]:-}" = ok ] || return 0
+	paste "$W/$a.tps" "$W/$b.tps" | awk 'NF == 2 && $1 > 0 {print $2 / $1}' | median |
+		awk '{printf "%.3f", $1}'
+}
+
+report_privileges() {
+	local p=$1 w app owner c verdict
+	say ""
+	say "Least privilege: the same call as an application role granted with patterns (checked) and as the owner (a superuser, not checked); $PRIV_ROUNDS interleaved rounds of ${DUR}s, cost = median over rounds of owner TPS / application-role TPS in the same round (target: at most 1.02)."
+	say ""
+	say "| pass | call | owner TPS | application role TPS | paired cost | CPU/tx | target ≤ 1.02 |"
+	say "|---|---|---:|---:|---:|---:|---|"
+	for w in reserve emit; do
+		app="$p.priv_${w}_app"; owner="$p.priv_${w}_owner"
+		c=$(paired_cost "$app" "$owner")
+		[ -n "$c" ] || continue
+		if awk -v c="$c" 'BEGIN {exit !(c <= 1.02 + 0.0005)}'; then verdict=met; else verdict="**missed**"; fi
+		say "| $p | idem.$w | $(printf '%.0f' "${TPS[$owner]}") | $(printf '%.0f' "${TPS[$app]}") | ${c}x | $(cpu_delta "$app" "$owner") | $verdict |"
+		printf '%s\t%s\t%s\t%s\t%s\n' "$p" "idem.$w as an application role with patterns" \
+			"as the owner (cost)" "${c}x" "<=1.02" >>"$TARGETS"
+	done
+}
+
+# ---------------------------------------------------------------------------
 # Main.
 # ---------------------------------------------------------------------------
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
@@ -1190,6 +1240,7 @@ for fs in $PASSES; do
 	want keys && section_keys "$p" prepared
 	want versions && section_versions "$p" prepared
 	want outbox && section_outbox "$p" prepared
+	want privileges && section_privileges "$p" prepared
 	want invariants && section_invariants "$p" prepared
 	# the drain starts from empty outbox tables
 	want drain && { fresh_db; section_drain "$p"; }
@@ -1205,6 +1256,7 @@ for fs in $PASSES; do
 		! want outbox || report_outbox "$p"
 		! want invariants || report_invariants "$p"
 	fi
+	! want privileges || report_privileges "$p"
 	! want invariants || report_writeskew "$p"
 	! want drain || report_drain "$p"
 done
@@ -1247,7 +1299,7 @@ fi
 # Every ratio that has a target, in one place.
 if [ -s "$TARGETS" ]; then
 	say ""
-	say "## Targets (issues 3, 4, 5; -M prepared)"
+	say "## Targets (issues 3, 4, 5, 15; -M prepared)"
 	say ""
 	say "| pass | pg_idem workload | baseline | ratio | target | |"
 	say "|---|---|---|---:|---:|---|"

@@ -1,4 +1,12 @@
 -- The idem.* settings (SPEC.md section 4): units, bounds, who may change them.
+--
+-- The settings exist once the library is loaded: at server start with
+-- shared_preload_libraries, else at the first call of a pg_idem function in
+-- the session.  LOAD makes this file the same either way, except for
+-- idem.maintenance_database, which is fixed at server start (postmaster)
+-- only when preloaded and is reloadable (sighup, inert: there is no worker)
+-- otherwise: expected/ops_settings_1.out is the output without preload.
+LOAD 'pg_idem';
 
 -- Defaults, shown in their natural units.
 SHOW idem.ttl;

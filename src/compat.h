@@ -38,18 +38,24 @@
 #endif
 
 /*
- * Ownership checks: 16 replaced pg_class_ownercheck() and its siblings with
- * object_ownercheck().
+ * Ownership and privilege checks: 16 replaced pg_class_ownercheck(),
+ * pg_proc_aclcheck() and their siblings with object_ownercheck() and
+ * object_aclcheck().
  */
 #if PG_VERSION_NUM >= 160000
 #include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
 #include "utils/acl.h"
 #define idem_relation_ownercheck(relid, roleid) \
 	object_ownercheck(RelationRelationId, (relid), (roleid))
+#define idem_proc_aclcheck(funcid, roleid, mode) \
+	object_aclcheck(ProcedureRelationId, (funcid), (roleid), (mode))
 #else
 #include "utils/acl.h"
 #define idem_relation_ownercheck(relid, roleid) \
 	pg_class_ownercheck((relid), (roleid))
+#define idem_proc_aclcheck(funcid, roleid, mode) \
+	pg_proc_aclcheck((funcid), (roleid), (mode))
 #endif
 
 /*

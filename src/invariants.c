@@ -165,6 +165,7 @@
 
 #include "compat.h"
 #include "invariants.h"
+#include "privileges.h"
 #include "pg_idem.h"
 #include "spi_util.h"
 
@@ -1645,6 +1646,7 @@ refuse_while_checking(const char *what)
 Datum
 idem_check_invariants(PG_FUNCTION_ARGS)
 {
+	idem_check_granted("idem.check_invariants()");
 	refuse_while_checking("idem.check_invariants()");
 	check_touched_groups(false);
 	PG_RETURN_VOID();

@@ -162,6 +162,7 @@ typedef enum KeyCol
 	KC_UPDATED_AT,
 	KC_EXPIRES_AT,
 	KC_LEASE,
+	KC_FIRST_TOKEN,
 	KC_N
 } KeyCol;
 
@@ -172,7 +173,9 @@ typedef enum KeyCol
  * NOTHING, so those four must have no default.  The state column's type,
  * idem.key_state, is checked by keys_open().  lease came with 0.2.0: a
  * database not yet upgraded lacks it, and checkpoint() then renews by
- * idem.lease as 0.1 did.
+ * idem.lease as 0.1 did.  first_token came with 0.2.0 too: without it
+ * (and in rows written before it) a token of another key gets the takeover
+ * message, as in 0.1.
  */
 static const DirectColumn keys_columns[KC_N] = {
 	{"scope", TEXTOID, C_COLLATION_OID, true, DC_WRITTEN, InvalidOid, false},
@@ -190,6 +193,7 @@ static const DirectColumn keys_columns[KC_N] = {
 	{"updated_at", TIMESTAMPTZOID, InvalidOid, true, DC_WRITTEN, InvalidOid, false},
 	{"expires_at", TIMESTAMPTZOID, InvalidOid, true, DC_WRITTEN, InvalidOid, false},
 	{"lease", INTERVALOID, InvalidOid, false, DC_WRITTEN, InvalidOid, true},
+	{"first_token", INT8OID, InvalidOid, false, DC_WRITTEN, InvalidOid, true},
 };
 
 static DirectTable keys_table = {"keys", KC_N, keys_columns};
@@ -254,6 +258,7 @@ typedef struct KeyRow
 	bytea	   *fingerprint;	/* NULL for a NULL request */
 	TimestampTz locked_until;	/* DT_NOBEGIN when NULL */
 	TimestampTz expires_at;
+	int64		first_token;	/* token that began this life; 0 when unknown */
 } KeyRow;
 
 /* Result of key_update() */
@@ -761,6 +766,8 @@ key_row_from_slot(TupleTableSlot *slot, KeyRow *row)
 	row->locked_until = row->isnull[col[KC_LOCKED_UNTIL]] ? DT_NOBEGIN :
 		DatumGetTimestampTz(row->values[col[KC_LOCKED_UNTIL]]);
 	row->expires_at = DatumGetTimestampTz(row->values[col[KC_EXPIRES_AT]]);
+	row->first_token = (col[KC_FIRST_TOKEN] >= 0 && !row->isnull[col[KC_FIRST_TOKEN]]) ?
+		DatumGetInt64(row->values[col[KC_FIRST_TOKEN]]) : 0;
 }
 
 /*
@@ -896,6 +903,11 @@ key_insert(KeysRel *kr, text *scope, text *key, KeyChange *change)
 		{
 			values[col[KC_LEASE]] = IntervalPGetDatum(change->lease);
 			isnull[col[KC_LEASE]] = false;
+		}
+		if (col[KC_FIRST_TOKEN] >= 0)
+		{
+			values[col[KC_FIRST_TOKEN]] = Int64GetDatum(change->token);
+			isnull[col[KC_FIRST_TOKEN]] = false;
 		}
 		ExecStoreVirtualTuple(slot);
 
@@ -1137,6 +1149,11 @@ build_afresh(KeyChange *change, const KeyRow *row, Datum *values, bool *isnull)
 	isnull[col[KC_RECOVERY_POINT]] = true;
 	isnull[col[KC_CHECKPOINT]] = true;
 	values[col[KC_CREATED_AT]] = TimestampTzGetDatum(change->now);
+	if (col[KC_FIRST_TOKEN] >= 0)
+	{
+		values[col[KC_FIRST_TOKEN]] = Int64GetDatum(change->token);
+		isnull[col[KC_FIRST_TOKEN]] = false;
+	}
 }
 
 /* Restart the lease of a key just acquired. */
@@ -1464,19 +1481,38 @@ raise_not_held(text *scope, text *key, int64 token, const KeyRow *row,
 						   text_to_cstring(scope)),
 				 errhint("Call idem.reserve() again; expiry counts from the end of the lease, or from completion.")));
 
+	/*
+	 * A token the key's life never had: issued after its current token, or
+	 * before the token that began this life (the life starts with the
+	 * first reserve, or a reserve of the key after it expired).  Tokens
+	 * come from one sequence, so that is another key's token, or one of an
+	 * earlier, expired life of this key: a caller's mix-up, not a takeover.
+	 * A token in between is taken to be an earlier holder's: it may also be
+	 * another key's, issued between two reservations of this one, which the
+	 * row cannot tell.  No message shows a token of the key: a token is the
+	 * right to complete it.
+	 */
+	if (row->token != token &&
+		(token > row->token || (row->first_token != 0 && token < row->first_token)))
+		ereport(ERROR,
+				(errcode(ERRCODE_IDEM_TOKEN_STALE),
+				 errmsg("token " INT64_FORMAT " was not issued for idempotency key \"%s\"",
+						token, text_to_cstring(key)),
+				 token > row->token ?
+				 errdetail("Token " INT64_FORMAT " was issued after the current reservation of this key (scope \"%s\"): it belongs to another key, or to a reservation that did not commit.",
+						   token, text_to_cstring(scope)) :
+				 errdetail("Token " INT64_FORMAT " was issued before this key (scope \"%s\") was reserved: it belongs to another key, or to an earlier reservation of this key that expired.",
+						   token, text_to_cstring(scope)),
+				 errhint("Pass the token that idem.reserve() returned for this same key and scope.")));
+
 	if (row->token != token)
 		ereport(ERROR,
 				(errcode(ERRCODE_IDEM_TOKEN_STALE),
 				 errmsg("token " INT64_FORMAT " is not the current token of idempotency key \"%s\"",
 						token, text_to_cstring(key)),
-				 token < row->token ?
 				 errdetail("The key (scope \"%s\") was taken over by a later reservation after this token's lease ended or it was released; the key is now %s.",
-						   text_to_cstring(scope), key_state_words[row->state]) :
-				 errdetail("This key (scope \"%s\") never had this token; the key is %s.",
 						   text_to_cstring(scope), key_state_words[row->state]),
-				 token < row->token ?
-				 errhint("Another worker now owns this request: stop working on it and do not retry with this token.") :
-				 errhint("Pass the token that idem.reserve() returned for this same key and scope.")));
+				 errhint("Another worker now owns this request: stop working on it and do not retry with this token.")));
 
 	if (row->state == KEY_COMPLETED)
 		ereport(ERROR,

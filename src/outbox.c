@@ -1300,6 +1300,7 @@ idem_subscribe(PG_FUNCTION_ARGS)
 	IdemUserSwitch sw;
 	Oid			relid;
 
+	idem_check_granted("idem.subscribe()");
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -1400,6 +1401,7 @@ idem_unsubscribe(PG_FUNCTION_ARGS)
 	Oid			userid = GetUserId();
 	IdemUserSwitch sw;
 
+	idem_check_granted("idem.unsubscribe()");
 	values[0] = PointerGetDatum(consumer);
 	idem_become_table_owner(consumers_relid(), &sw);
 	SPI_connect();
@@ -1515,6 +1517,7 @@ idem_next_batch(PG_FUNCTION_ARGS)
 	Oid			userid = GetUserId();
 	IdemUserSwitch sw;
 
+	idem_check_granted("idem.next_batch()");
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -1646,6 +1649,7 @@ idem_finish_batch(PG_FUNCTION_ARGS)
 	Oid			userid = GetUserId();
 	IdemUserSwitch sw;
 
+	idem_check_granted("idem.finish_batch()");
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

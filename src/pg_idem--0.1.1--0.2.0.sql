@@ -7,6 +7,12 @@
 -- locked_until - updated_at.
 ALTER TABLE idem.keys ADD COLUMN lease interval;
 UPDATE idem.keys SET lease = locked_until - updated_at WHERE locked_until IS NOT NULL;
+
+-- A token passed with the wrong key gets its own message (keys.c,
+-- raise_not_held): the token that began the key's life tells a token issued
+-- before it (another key's) from a holder's that was taken over.  Unknown
+-- for keys reserved under 0.1.1, which keep the takeover message.
+ALTER TABLE idem.keys ADD COLUMN first_token bigint;
 COMMENT ON FUNCTION idem.checkpoint(text, bigint, text, jsonb, text, interval) IS
 'Record the progress of a held idempotency key for a successor, and renew its lease by the lease given, else by the holder''s own lease length';
 
@@ -577,7 +583,8 @@ REVOKE ALL ON FUNCTION idem.revoke_usage(regrole) FROM PUBLIC;
 
 -- ==== end of least privilege ====
 
--- The sweep every script ends with (nothing is granted to PUBLIC).
+-- The sweep every script ends with (nothing is granted to PUBLIC but what the
+-- block below grants).
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA idem FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA idem FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA idem FROM PUBLIC;
@@ -586,3 +593,28 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA idem FROM PUBLIC;
 ALTER EXTENSION pg_idem DROP TABLE idem.outbox_0_1;
 ALTER EXTENSION pg_idem DROP SEQUENCE idem.outbox_0_1_id_seq;
 DROP TABLE idem.outbox_0_1;
+
+-- What PUBLIC gets (0.2): USAGE on the schema and EXECUTE on the application
+-- functions, and nothing else, so that a role's first call without a grant
+-- is refused by pg_idem itself, with a HINT that names
+-- idem.grant_usage(role), instead of PostgreSQL's bare "permission denied
+-- for schema idem" (which no code of ours can add a HINT to).  Each of these
+-- functions checks, before it reads or writes anything, that the calling
+-- role has a pg_idem grant (idem_check_granted(), src/privileges.c, which
+-- argues why this opens nothing); fingerprint() reads nothing at all.  The
+-- tables, sequences and views, and the owner's functions, stay revoked.
+GRANT USAGE ON SCHEMA idem TO PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    idem.reserve(text, jsonb, text, interval, interval),
+    idem.complete(text, bigint, jsonb, integer, text),
+    idem.release(text, bigint, text),
+    idem.checkpoint(text, bigint, text, jsonb, text, interval),
+    idem.forget(text, text),
+    idem.fingerprint(jsonb),
+    idem.emit(text, jsonb, text, jsonb),
+    idem.subscribe(text, text[], boolean),
+    idem.unsubscribe(text),
+    idem.next_batch(text, integer),
+    idem.finish_batch(text, bigint),
+    idem.check_invariants()
+  TO PUBLIC;

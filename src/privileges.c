@@ -160,6 +160,7 @@ static bool priv_allowed(PrivUser *u, PrivKind kind, text *name);
 static char *role_name(Oid roleid);
 static char *patterns_phrase(const PrivPatterns *p);
 static int	errdetail_rights(PrivUser *u, PrivKind kind);
+static void report_not_granted(PrivUser *u, const char *fname) pg_attribute_noreturn();
 
 
 /* Register the invalidation callbacks, once per backend. */
@@ -583,6 +584,55 @@ idem_privileges_enabled(void)
 	return OidIsValid(priv_grants_relid);
 }
 
+/*
+ * The first-hour error: a role without any pg_idem grant called one of the
+ * application functions.  The HINT is the exact statement that fixes it,
+ * with the role's name quoted as regrole input needs.
+ */
+static void
+report_not_granted(PrivUser *u, const char *fname)
+{
+	char	   *role = role_name(u->userid);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for %s", fname),
+			 errdetail("Role \"%s\" has no pg_idem grant, neither its own nor inherited from a role it is a member of.",
+					   role),
+			 errhint("The owner of pg_idem (or a superuser) grants it with: SELECT idem.grant_usage(%s);",
+					 quote_literal_cstr(quote_identifier(role)))));
+}
+
+/*
+ * 42501 unless the current user may use pg_idem at all.
+ *
+ * Why EXECUTE on the application functions (and USAGE on schema idem) is
+ * granted to PUBLIC, and this check is what gates them: PostgreSQL checks
+ * schema USAGE and function EXECUTE before any code of ours runs, and its
+ * error ("permission denied for schema idem") cannot carry a HINT, so a
+ * newcomer's first call would fail without saying what to do.  Since 0.2 the
+ * real gate is idem.grants anyway (EXECUTE granted by hand was already not
+ * enough: no grant, no scope and no topic).  Opening EXECUTE opens nothing
+ * else, because every function granted to PUBLIC calls this check before it
+ * reads or writes anything: reserve, complete, release, checkpoint, forget,
+ * emit, subscribe, unsubscribe, next_batch, finish_batch and
+ * check_invariants; and fingerprint(), a pure function of its argument that
+ * reads nothing.  The tables, sequences, views and the owner's functions
+ * (purge, maintain, trim_outbox, enforce_*, unenforce_*, grant_usage,
+ * revoke_usage, the trigger functions) stay revoked from PUBLIC, and schema
+ * USAGE only lets a role name them.  The check is the cached lookup of the
+ * scope and topic checks: one hash probe.
+ */
+void
+idem_check_granted(const char *fname)
+{
+	PrivUser   *u = priv_user(GetUserId());
+
+	if (likely(u->bypass || u->granted))
+		return;
+	report_not_granted(u, fname);
+}
+
 /* Is userid exempt from every check? */
 bool
 idem_privileges_bypass(Oid userid)
@@ -603,6 +653,8 @@ idem_check_scope(text *scope, const char *fname)
 
 	if (likely(u->bypass || u->scopes.all) || priv_allowed(u, PRIV_SCOPE, scope))
 		return;
+	if (!u->granted)
+		report_not_granted(u, fname);
 
 	name = text_to_cstring(scope);
 	ereport(ERROR,
@@ -622,6 +674,8 @@ idem_check_emit_topic(text *topic)
 
 	if (likely(u->bypass || u->topics.all) || priv_allowed(u, PRIV_TOPIC, topic))
 		return;
+	if (!u->granted)
+		report_not_granted(u, "idem.emit()");
 
 	name = text_to_cstring(topic);
 	ereport(ERROR,

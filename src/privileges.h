@@ -20,6 +20,13 @@ extern bool idem_privileges_enabled(void);
 /* Is userid exempt from every check (a superuser, or a member of pg_idem's owner)? */
 extern bool idem_privileges_bypass(Oid userid);
 
+/*
+ * 42501, with a HINT naming idem.grant_usage(), unless the current user has
+ * a pg_idem grant (its own or inherited) or is exempt.  Every function
+ * whose EXECUTE is granted to PUBLIC calls it first (src/sql/90_operations.sql).
+ */
+extern void idem_check_granted(const char *fname);
+
 /* 42501 unless the current user may use idempotency keys of scope; fname names the function refused. */
 extern void idem_check_scope(text *scope, const char *fname);
 

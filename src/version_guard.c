@@ -174,6 +174,7 @@ static int64 version_guard_next(TriggerData *trigdata, VersionGuardCache *cache,
 								int64 stored);
 static bool parse_version_mode(const char *mode, VersionMode *result);
 static Oid	version_guard_function_oid(void);
+static void check_guard_grants(Oid funcoid, const char *relname);
 static bool find_guard_trigger(Oid relid, GuardTrigger *result);
 static Oid	guard_trigger_root_table(Oid parentoid);
 static bool guard_trigger_matches(const GuardTrigger *trig, Oid funcoid,
@@ -717,6 +718,46 @@ version_guard_function_oid(void)
 }
 
 /*
+ * A table's owner needs two grants beyond owning the table to keep a guard:
+ * EXECUTE on idem.version_guard(), because CREATE TRIGGER checks EXECUTE on
+ * the trigger's function, and EXECUTE on idem.unenforce_version(), to take
+ * it off again (it has EXECUTE on enforce_version(), or it would not be
+ * here).  Checked before anything is locked or created, so that a
+ * non-superuser owner gets one error whose HINT names exactly the grants it
+ * lacks, instead of CREATE TRIGGER's bare "permission denied for function
+ * idem.version_guard" from the middle of the call.
+ */
+static void
+check_guard_grants(Oid funcoid, const char *relname)
+{
+	Oid			userid = GetUserId();
+	List	   *unenforce = list_make2(makeString("idem"), makeString("unenforce_version"));
+	Oid			argtypes[1] = {REGCLASSOID};
+	Oid			unenforce_oid = LookupFuncName(unenforce, 1, argtypes, true);
+	char	   *role;
+	StringInfoData hint;
+
+	if (idem_proc_aclcheck(funcoid, userid, ACL_EXECUTE) == ACLCHECK_OK)
+		return;
+
+	role = GetUserNameFromId(userid, false);
+	initStringInfo(&hint);
+	appendStringInfo(&hint, "GRANT EXECUTE ON FUNCTION idem.version_guard() TO %s;",
+					 quote_identifier(role));
+	if (OidIsValid(unenforce_oid) &&
+		idem_proc_aclcheck(unenforce_oid, userid, ACL_EXECUTE) != ACLCHECK_OK)
+		appendStringInfo(&hint, " GRANT EXECUTE ON FUNCTION idem.unenforce_version(regclass) TO %s;",
+						 quote_identifier(role));
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to enforce versions on table \"%s\"", relname),
+			 errdetail("Role \"%s\" may not execute idem.version_guard(), the trigger function idem.enforce_version() installs: creating a trigger needs EXECUTE on its function.",
+					   role),
+			 errhint("The owner of pg_idem (or a superuser) grants what a table's owner needs with: %s",
+					 hint.data)));
+}
+
+/*
  * Look for the trigger named VERSION_GUARD_TRIGGER on a table; fill result
  * and return true when there is one, whatever function it calls.
  */
@@ -1049,6 +1090,7 @@ idem_enforce_version(PG_FUNCTION_ARGS)
 				 errdetail("\"%s\" is not a table.", relname)));
 
 	funcoid = version_guard_function_oid();
+	check_guard_grants(funcoid, relname);
 
 	/*
 	 * Take the lock CREATE TRIGGER takes (it conflicts with itself, so

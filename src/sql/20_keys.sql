@@ -61,6 +61,7 @@ CREATE TABLE idem.keys (
   updated_at     timestamptz NOT NULL,  -- last change
   expires_at     timestamptz NOT NULL,  -- locked_until + ttl while held, else change time + ttl
   lease          interval,              -- the holder's lease length: checkpoint() renews by it
+  first_token    bigint,                -- token of the reserve that began this life of the key (0.2; NULL in rows from 0.1)
   CONSTRAINT keys_pkey PRIMARY KEY (scope, key)
 );
 

@@ -905,8 +905,13 @@ $node->safe_psql('postgres', q{
 	CREATE FUNCTION evil.nextval(regclass) RETURNS bigint LANGUAGE sql AS $$ SELECT 1::bigint $$;
 	GRANT USAGE ON SCHEMA evil TO PUBLIC;
 });
+# PUBLIC may execute the application functions (which check the grant
+# themselves, src/privileges.c) and nothing else; a grant never adds to that.
 my $no_public = q{SELECT NOT EXISTS (SELECT FROM pg_proc AS p, aclexplode(p.proacl) AS a
-                   WHERE p.pronamespace = 'idem'::regnamespace AND a.grantee = 0)};
+                   WHERE p.pronamespace = 'idem'::regnamespace AND a.grantee = 0
+                     AND p.proname NOT IN ('reserve', 'complete', 'release', 'checkpoint', 'forget',
+                                           'fingerprint', 'emit', 'subscribe', 'unsubscribe',
+                                           'next_batch', 'finish_batch', 'check_invariants'))};
 for my $r ([ 'hostile_app', q{'hostile_app'::regrole}, ['OK'] ],
 	[ 'quoted role name', q{'"we''ird;role\"'::regrole}, ['OK'] ],
 	[ 'NULL', 'NULL::regrole', [ '22004', '22023' ] ],
@@ -981,14 +986,81 @@ for my $p (
 		      ARRAY['_'])} ],
 	[ '510-byte pattern', q{scopes => ARRAY[repeat('x', 510)]}, ['OK'],
 		q{ROW(ARRAY[repeat('x', 510)], NULL::text[])} ],
-	[ 'no patterns: every scope and topic', q{scopes => NULL}, ['OK'],
-		q{ROW(NULL::text[], NULL::text[])} ])
+	[ '1 MB scope pattern', q{scopes => ARRAY[repeat('x', 1048576)]}, ['22001'] ],
+	# 171 three-byte characters are 513 bytes: the limit counts bytes.
+	[ '171 three-byte characters', q{scopes => ARRAY[repeat(convert_from('\xe282ac'::bytea, 'UTF8'), 171)]}, ['22001'] ],
+	[ 'NULL among 10000 patterns',
+		q{topics => array_append(ARRAY(SELECT 't' || g FROM generate_series(1, 10000) AS g), NULL)},
+		['22004'] ],
+	[ 'array with a lower bound of 0', q{scopes => '[0:1]={a,b}'::text[]}, ['OK'],
+		q{ROW(ARRAY['a', 'b'], NULL::text[])} ],
+	[ 'only a NULL element', q{scopes => ARRAY[NULL]::text[]}, ['22004'] ],
+	[ 'empty scope pattern (the default scope)', q{scopes => ARRAY['']}, ['OK'],
+		q{ROW(ARRAY[''], NULL::text[])} ],
+	[ 'three-dimensional topics', q{topics => '{{{a}}}'::text[]}, ['22023'] ])
 {
 	my ($desc, $args, $allow, $want) = @$p;
 	add_case(fn => 'grant_usage', desc => "patterns: $desc", allow => $allow,
 		call => "idem.grant_usage('hostile_app', $args) IS NULL",
 		check => [ defined $want ? "SELECT $app_grant IS NOT DISTINCT FROM $want" : 'SELECT true' ]);
 }
+
+# Patterns with a role that is not one: the role is refused before any
+# pattern is looked at, and no row of idem.grants appears.
+for my $r ([ 'NULL', 'NULL::regrole', [ '22004', '22023' ] ],
+	[ 'OID 0 (PUBLIC)', '0::regrole', [ '22023', '42704' ] ],
+	[ 'dangling OID', '4294967295::oid::regrole', [ '22023', '42704' ] ],
+	[ 'unknown name', q{'no_such_role'::regrole}, ['42704'] ])
+{
+	my ($desc, $expr, $allow) = @$r;
+	add_case(fn => 'grant_usage', desc => "patterns with role=$desc", allow => $allow,
+		call => "idem.grant_usage($expr, scopes => ARRAY['a%'], topics => ARRAY[NULL]::text[]) IS NULL");
+}
+
+# A huge grant works, and the patterns mean what LIKE means: 100000 scope
+# patterns, the last one the only match; '_' and '%' are wildcards, and a
+# backslash makes the next character literal.
+add_case(fn => 'grant_usage', desc => 'patterns: 100000 scope patterns, LIKE metacharacters in topics',
+	allow => ['OK'],
+	call => q{idem.grant_usage('hostile_app',
+	            scopes => ARRAY(SELECT 'huge/' || g FROM generate_series(1, 100000) AS g),
+	            topics => ARRAY['a_c', 'p%' || chr(92) || '%', chr(92) || '_x']) IS NULL},
+	check => [ q{SELECT cardinality(g.scopes) = 100000 AND g.topics[2] = 'p%' || chr(92) || '%'
+	               FROM idem.grants AS g WHERE g.role = 'hostile_app'::regrole} ]);
+as_role('hostile_app', 'reserve in the last of 100000 scopes',
+	q{(idem.reserve('huge {N}', NULL, 'huge/100000')).outcome}, ['OK'], q{SELECT :'res' = 'acquired'});
+as_role('hostile_app', 'reserve in a scope no pattern matches',
+	q{(idem.reserve('huge {N}', NULL, 'huge/100001')).outcome}, ['42501']);
+as_role('hostile_app', "emit: '_' is one character", q{idem.emit('abc', '{}')}, ['OK']);
+as_role('hostile_app', "emit: '_' is not zero characters", q{idem.emit('ac', '{}')}, ['42501']);
+as_role('hostile_app', "emit: escaped '%' is literal", q{idem.emit('p-anything%', '{}')}, ['OK']);
+as_role('hostile_app', "emit: escaped '%' matches nothing else", q{idem.emit('p-anything', '{}')}, ['42501']);
+as_role('hostile_app', "emit: escaped '_' is literal", q{idem.emit('_x', '{}')}, ['OK']);
+as_role('hostile_app', "emit: escaped '_' is not a wildcard", q{idem.emit('ax', '{}')}, ['42501']);
+
+# revoke_usage(role) with roles that are not one, a role without a grant
+# (false, nothing changes), and from an application role (refused).
+for my $r ([ 'NULL', 'NULL::regrole', [ '22004', '22023' ] ],
+	[ 'OID 0 (PUBLIC)', '0::regrole', [ '22023', '42704' ] ],
+	[ 'dangling OID', '4294967295::oid::regrole', [ '22023', '42704' ] ],
+	[ 'unknown name', q{'no_such_role'::regrole}, ['42704'] ],
+	[ 'a role without a grant', q{'hostile_nobody'::regrole}, ['OK'] ])
+{
+	my ($desc, $expr, $allow) = @$r;
+	add_case(fn => 'revoke_usage', desc => "role=$desc", allow => $allow,
+		call => "idem.revoke_usage($expr)",
+		check => [ q{SELECT :'res' = 'false' AND (SELECT count(*) FROM idem.grants) = 2} ]);
+}
+as_role('hostile_app', 'revoke_usage of another role', q{idem.revoke_usage('"we''ird;role\"')}, ['42501']);
+add_case(fn => 'revoke_usage', desc => 'role=quoted role name', allow => ['OK'],
+	call => q{idem.revoke_usage('"we''ird;role\"')},
+	check => [ q{SELECT :'res' = 'true' AND NOT EXISTS (SELECT FROM idem.grants AS g
+	                                                  WHERE g.role::text LIKE '%ird;role%')} ]);
+
+# Last: hostile_app gets every scope and topic back.
+add_case(fn => 'grant_usage', desc => 'patterns: no patterns: every scope and topic',
+	allow => ['OK'], call => "idem.grant_usage('hostile_app', scopes => NULL) IS NULL",
+	check => [ "SELECT $app_grant IS NOT DISTINCT FROM ROW(NULL::text[], NULL::text[])" ]);
 
 # A caller's search_path puts look-alike now(), clock_timestamp(),
 # nextval() and a text = that is always true ahead of pg_catalog: pinned

@@ -116,6 +116,19 @@ sub lease_col { return $has_lease ? ', lease' : '' }
 sub lease_val { return $has_lease ? ", interval '$_[0]'" : '' }
 sub lease_set { return $has_lease ? ", lease = interval '$_[0]'" : '' }
 
+# idem.keys.first_token (the token a key's life began with, since 0.2.0)
+# is written when a key is acquired new or afresh, with the token just
+# taken: currval() after the nextval() of the token column, which comes
+# first in both the INSERT's select list and the UPDATE's (attribute
+# order) target list.
+my $has_first_token = $node->safe_psql('idem_tmpl', q{
+SELECT count(*) FROM pg_attribute
+ WHERE attrelid = 'idem.keys'::regclass AND attname = 'first_token' AND NOT attisdropped}) eq '1';
+
+sub first_token_col { return $has_first_token ? ', first_token' : '' }
+sub first_token_val { return $has_first_token ? ", currval('idem.key_token_seq')" : '' }
+sub first_token_set { return $has_first_token ? ", first_token = currval('idem.key_token_seq')" : '' }
+
 # ----------------------------------------------------------------------
 # Sessions
 # ----------------------------------------------------------------------
@@ -513,10 +526,10 @@ my @key_actions = (
 		c => q{SELECT (idem.reserve('k_new', NULL, '', '5 minutes', '1 day')).outcome},
 		s => q{
 INSERT INTO idem.keys AS k (scope, key, state, token, fingerprint, locked_until, ttl,
-                            created_at, updated_at, expires_at} . lease_col() . q{)
+                            created_at, updated_at, expires_at} . lease_col() . first_token_col() . q{)
 SELECT '', 'k_new', 'in_progress', nextval('idem.key_token_seq'), NULL,
        n.t + interval '5 minutes', interval '1 day', n.t, n.t,
-       n.t + interval '5 minutes' + interval '1 day'} . lease_val('5 minutes') . q{
+       n.t + interval '5 minutes' + interval '1 day'} . lease_val('5 minutes') . first_token_val() . q{
   FROM (SELECT clock_timestamp() AS t) AS n
 ON CONFLICT (scope, key) DO NOTHING},
 	},
@@ -549,7 +562,7 @@ UPDATE idem.keys AS k
        locked_until = n.t + interval '5 minutes', ttl = interval '1 day',
        response = NULL, status = NULL, recovery_point = NULL, checkpoint = NULL,
        created_at = n.t, updated_at = n.t,
-       expires_at = n.t + interval '5 minutes' + interval '1 day'@{[ lease_set('5 minutes') ]}
+       expires_at = n.t + interval '5 minutes' + interval '1 day'@{[ lease_set('5 minutes') ]}@{[ first_token_set() ]}
   FROM (SELECT clock_timestamp() AS t) AS n
  WHERE k.scope = '' AND k.key = 'k_exp' AND k.token = $tok AND k.expires_at <= n.t};
 		},
@@ -609,10 +622,10 @@ $key_action{'reserve of a new key with a request'} = {
 	c => q{SELECT (idem.reserve('k_new', '{"req": "new"}', '', '5 minutes', '1 day')).outcome},
 	s => q{
 INSERT INTO idem.keys AS k (scope, key, state, token, fingerprint, locked_until, ttl,
-                            created_at, updated_at, expires_at} . lease_col() . q{)
+                            created_at, updated_at, expires_at} . lease_col() . first_token_col() . q{)
 SELECT '', 'k_new', 'in_progress', nextval('idem.key_token_seq'), idem.fingerprint('{"req": "new"}'),
        n.t + interval '5 minutes', interval '1 day', n.t, n.t,
-       n.t + interval '5 minutes' + interval '1 day'} . lease_val('5 minutes') . q{
+       n.t + interval '5 minutes' + interval '1 day'} . lease_val('5 minutes') . first_token_val() . q{
   FROM (SELECT clock_timestamp() AS t) AS n
 ON CONFLICT (scope, key) DO NOTHING},
 };
