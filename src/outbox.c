@@ -383,6 +383,7 @@ static bool window_bounds(OutboxScan *s, const OutboxSnapshot *prev,
 static int64 fetch_window(OutboxScan *s, const Window *w, int64 upto,
 						  const TopicFilter *tf, int64 limit,
 						  OutboxRow **rows, int64 *last_kept);
+static bool next_stored_id(OutboxScan *s, int64 after, int64 upto, int64 *next);
 static bool read_consumer(text *consumer, ConsumerState *st, bool lock,
 						  Oid userid);
 static Oid	consumer_owner(text *consumer, bool lock, bool *exists);
@@ -1006,15 +1007,28 @@ fetch_window(OutboxScan *s, const Window *w, int64 upto,
 	int64		id;
 	int64		n = 0,
 				cap = 0;
-	int64		after = Max(w->done, -1);	/* ids start at 1 */
+
+	/*
+	 * No id below -(S - 1) can be stored (its partition key is negative, no
+	 * leaf takes it); ids from -(S - 1) to S - 1 all have key 0, so "run 0"
+	 * covers them, as C's truncating division computes it.  Clamping at -1
+	 * instead would skip the events an INSERT ... OVERRIDING SYSTEM VALUE
+	 * (or a sequence with a negative MINVALUE) stored with ids -1 .. -(S-1).
+	 */
+	int64		after = Max(w->done, -IDEM_OUTBOX_SEGMENT_IDS);
 
 	*rows = NULL;
 	while (n < limit && after < upto)
 	{
 		int64		run = (after + 1) / IDEM_OUTBOX_SEGMENT_IDS;
-		int64		run_last = Min(upto, (run + 1) * IDEM_OUTBOX_SEGMENT_IDS - 1);
-		int			l = s->leaf_of_value[run % IDEM_OUTBOX_LEAVES];
 
+		/* run * S + (S - 1) cannot overflow, (run + 1) * S can */
+		int64		run_last = Min(upto, run * IDEM_OUTBOX_SEGMENT_IDS +
+								   (IDEM_OUTBOX_SEGMENT_IDS - 1));
+		int			l = s->leaf_of_value[run % IDEM_OUTBOX_LEAVES];
+		bool		any = false;
+
+		CHECK_FOR_INTERRUPTS();
 		if (l >= 0)
 		{
 			OutboxLeaf *leaf = scan_leaf(s, l);
@@ -1024,6 +1038,7 @@ fetch_window(OutboxScan *s, const Window *w, int64 upto,
 			{
 				bool		isnull;
 
+				any = true;
 				CHECK_FOR_INTERRUPTS();
 				if (!snapshot_sees(w->window, xid) || snapshot_sees(w->prev, xid))
 					continue;
@@ -1048,8 +1063,49 @@ fetch_window(OutboxScan *s, const Window *w, int64 upto,
 			scan_end_walk(s);
 		}
 		after = run_last;
+
+		/*
+		 * An empty run: ids need not be dense (setval(), a sequence with a
+		 * large INCREMENT, OVERRIDING SYSTEM VALUE), and a window spanning
+		 * a gap of billions of ids must not cost one walk per empty run.
+		 * Jump to the run of the next id any leaf holds.
+		 */
+		if (!any && after < upto)
+		{
+			int64		next = 0;
+
+			if (!next_stored_id(s, after, upto, &next))
+				break;
+			after = next - 1;
+		}
 	}
 	return n;
+}
+
+/*
+ * The smallest id in (after, upto] that any leaf's primary key holds (an
+ * entry of any transaction, visible or not); false when there is none.
+ */
+static bool
+next_stored_id(OutboxScan *s, int64 after, int64 upto, int64 *next)
+{
+	bool		found = false;
+	FullTransactionId xid;
+	int64		id;
+
+	for (int l = 0; l < s->nleaves; l++)
+	{
+		OutboxLeaf *leaf = scan_leaf(s, l);
+
+		scan_by_id(s, leaf, after, upto);
+		if (scan_next(s, &xid, &id) && (!found || id < *next))
+		{
+			*next = id;
+			found = true;
+		}
+		scan_end_walk(s);
+	}
+	return found;
 }
 
 /*
