@@ -1987,7 +1987,9 @@ trim_truncate_leaf(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
 /*
  * The fallback for a leaf that holds ids of more than one lap of the ring
  * (a consumer lags by more than the ring, so the leaf is never all
- * finished): delete, row by row, up to *budget of its finished events.
+ * finished), and, with no consumer, for a leaf that holds events past the
+ * retention beside younger ones: delete, row by row, up to *budget of its
+ * finished events.
  * Returns how many were deleted.  The 0.1 table of a database whose
  * extension is not updated yet is trimmed this way too, as 0.1 did.
  */
@@ -2012,10 +2014,17 @@ trim_delete_laps(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
 		return 0;
 	leaf = scan_leaf(s, i);
 	UnlockRelationOid(leaf->relid, AccessShareLock);	/* scan_leaf took its own */
+	/*
+	 * With no consumer (cutoff != 0) the retention is a promise about each
+	 * event (SPEC.md: kept for idem.outbox_retention, then deleted): a leaf
+	 * that also holds younger events cannot be truncated -- the leaf of the
+	 * current run, under a trickle of events, for as long as the run lasts,
+	 * which may be years -- so its expired events are deleted one by one.
+	 */
 	if (!leaf_edge(s, leaf, true, false, &xid, &minid) ||
 		!leaf_edge(s, leaf, true, true, &xid, &maxid) ||
 		(minid / IDEM_OUTBOX_SEGMENT_IDS == maxid / IDEM_OUTBOX_SEGMENT_IDS &&
-		 s->parent->rd_rel->relkind == RELKIND_PARTITIONED_TABLE))
+		 s->parent->rd_rel->relkind == RELKIND_PARTITIONED_TABLE && cutoff == 0))
 	{
 		leaf_close(s, i);
 		return 0;

@@ -16,6 +16,11 @@
 #    committed event with a negative id was never delivered, and the
 #    window closed over it for good.
 # 3. Ids at the top of bigint: the run arithmetic must not overflow.
+# 4. Retention with no consumer (SPEC.md section 3: events are kept for
+#    idem.outbox_retention).  Trimming only truncated a leaf all of whose
+#    events were past the retention, so the leaf of the current run kept
+#    expired events for as long as any younger event sat beside them --
+#    under a trickle of events, for the whole run (65536 events: years).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -71,6 +76,17 @@ q1(q{SELECT idem.emit('top', '{"n": 1}')});
 q1(q{SELECT idem.emit('top', '{"n": 2}')});
 is(q1(q{SELECT string_agg(payload->>'n', ',' ORDER BY id) FROM idem.next_batch('top')}),
 	'1,2', 'ids at the top of bigint are delivered');
+
+q1(q{SELECT idem.unsubscribe('top')});
+
+# --- 4. retention with no consumer, in the leaf of the current run
+q1(q{TRUNCATE idem.outbox});
+q1(q{SELECT count(idem.emit('expired', '{}')) FROM generate_series(1, 3)});
+q1(q{UPDATE idem.outbox SET created_at = now() - interval '30 days'});
+q1(q{SELECT idem.emit('young', '{}')});
+q1(q{SELECT idem.trim_outbox(1000)});
+is(q1(q{SELECT string_agg(DISTINCT topic, ',') FROM idem.outbox}), 'young',
+	'no consumer: events past the retention go, the young one stays');
 
 $node->stop;
 done_testing();
