@@ -1948,6 +1948,28 @@ trim_truncate_leaf(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
 	int64		n;
 	StringInfoData sql;
 
+	/*
+	 * First a look under AccessShareLock, which an emitter or a reader does
+	 * not mind: a leaf with events still owed (the usual case) is left
+	 * without ever taking AccessExclusiveLock.  That lock is WAL-logged for
+	 * hot standby and held there until this transaction's commit is
+	 * replayed, so taking it on every leaf at every round would cancel
+	 * (or stall replay behind) every standby query of idem.outbox, even
+	 * when nothing is truncated.  The look is only a filter: the decision
+	 * is taken again under AccessExclusiveLock below.
+	 */
+	if (!ConditionalLockRelationOid(leaf->relid, AccessShareLock))
+		return -1;
+	leaf = scan_leaf(s, i);
+	UnlockRelationOid(leaf->relid, AccessShareLock);	/* scan_leaf took its own */
+	if (RelationGetNumberOfBlocks(leaf->heap) == 0 ||
+		!leaf_finished(s, leaf, snaps, nsnaps))
+	{
+		leaf_close(s, i);
+		return -1;
+	}
+	leaf_close(s, i);
+
 	if (!ConditionalLockRelationOid(leaf->relid, AccessExclusiveLock))
 		return -1;
 	leaf = scan_leaf(s, i);
