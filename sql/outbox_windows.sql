@@ -88,8 +88,8 @@ SELECT idem.trim_outbox(1000);
 SELECT count(*) AS events FROM idem.outbox;
 
 -- With no consumer at all, events are kept for idem.outbox_retention
--- (7 days by default) and then trimmed, a leaf once all its events are
--- that old.
+-- (7 days by default) and then trimmed: a leaf once all its events are
+-- that old, else the expired events one by one (max_rows at a time).
 SELECT idem.unsubscribe('relay'), idem.unsubscribe('slow');
 SHOW idem.outbox_retention;
 SELECT count(idem.emit('unread', jsonb_build_object('n', g))) FROM generate_series(1, 6) g;

@@ -383,6 +383,7 @@ static bool window_bounds(OutboxScan *s, const OutboxSnapshot *prev,
 static int64 fetch_window(OutboxScan *s, const Window *w, int64 upto,
 						  const TopicFilter *tf, int64 limit,
 						  OutboxRow **rows, int64 *last_kept);
+static bool next_stored_id(OutboxScan *s, int64 after, int64 upto, int64 *next);
 static bool read_consumer(text *consumer, ConsumerState *st, bool lock,
 						  Oid userid);
 static Oid	consumer_owner(text *consumer, bool lock, bool *exists);
@@ -1006,15 +1007,28 @@ fetch_window(OutboxScan *s, const Window *w, int64 upto,
 	int64		id;
 	int64		n = 0,
 				cap = 0;
-	int64		after = Max(w->done, -1);	/* ids start at 1 */
+
+	/*
+	 * No id below -(S - 1) can be stored (its partition key is negative, no
+	 * leaf takes it); ids from -(S - 1) to S - 1 all have key 0, so "run 0"
+	 * covers them, as C's truncating division computes it.  Clamping at -1
+	 * instead would skip the events an INSERT ... OVERRIDING SYSTEM VALUE
+	 * (or a sequence with a negative MINVALUE) stored with ids -1 .. -(S-1).
+	 */
+	int64		after = Max(w->done, -IDEM_OUTBOX_SEGMENT_IDS);
 
 	*rows = NULL;
 	while (n < limit && after < upto)
 	{
 		int64		run = (after + 1) / IDEM_OUTBOX_SEGMENT_IDS;
-		int64		run_last = Min(upto, (run + 1) * IDEM_OUTBOX_SEGMENT_IDS - 1);
-		int			l = s->leaf_of_value[run % IDEM_OUTBOX_LEAVES];
 
+		/* run * S + (S - 1) cannot overflow, (run + 1) * S can */
+		int64		run_last = Min(upto, run * IDEM_OUTBOX_SEGMENT_IDS +
+								   (IDEM_OUTBOX_SEGMENT_IDS - 1));
+		int			l = s->leaf_of_value[run % IDEM_OUTBOX_LEAVES];
+		bool		any = false;
+
+		CHECK_FOR_INTERRUPTS();
 		if (l >= 0)
 		{
 			OutboxLeaf *leaf = scan_leaf(s, l);
@@ -1024,6 +1038,7 @@ fetch_window(OutboxScan *s, const Window *w, int64 upto,
 			{
 				bool		isnull;
 
+				any = true;
 				CHECK_FOR_INTERRUPTS();
 				if (!snapshot_sees(w->window, xid) || snapshot_sees(w->prev, xid))
 					continue;
@@ -1048,8 +1063,49 @@ fetch_window(OutboxScan *s, const Window *w, int64 upto,
 			scan_end_walk(s);
 		}
 		after = run_last;
+
+		/*
+		 * An empty run: ids need not be dense (setval(), a sequence with a
+		 * large INCREMENT, OVERRIDING SYSTEM VALUE), and a window spanning
+		 * a gap of billions of ids must not cost one walk per empty run.
+		 * Jump to the run of the next id any leaf holds.
+		 */
+		if (!any && after < upto)
+		{
+			int64		next = 0;
+
+			if (!next_stored_id(s, after, upto, &next))
+				break;
+			after = next - 1;
+		}
 	}
 	return n;
+}
+
+/*
+ * The smallest id in (after, upto] that any leaf's primary key holds (an
+ * entry of any transaction, visible or not); false when there is none.
+ */
+static bool
+next_stored_id(OutboxScan *s, int64 after, int64 upto, int64 *next)
+{
+	bool		found = false;
+	FullTransactionId xid;
+	int64		id;
+
+	for (int l = 0; l < s->nleaves; l++)
+	{
+		OutboxLeaf *leaf = scan_leaf(s, l);
+
+		scan_by_id(s, leaf, after, upto);
+		if (scan_next(s, &xid, &id) && (!found || id < *next))
+		{
+			*next = id;
+			found = true;
+		}
+		scan_end_walk(s);
+	}
+	return found;
 }
 
 /*
@@ -1900,6 +1956,28 @@ trim_truncate_leaf(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
 	int64		n;
 	StringInfoData sql;
 
+	/*
+	 * First a look under AccessShareLock, which an emitter or a reader does
+	 * not mind: a leaf with events still owed (the usual case) is left
+	 * without ever taking AccessExclusiveLock.  That lock is WAL-logged for
+	 * hot standby and held there until this transaction's commit is
+	 * replayed, so taking it on every leaf at every round would cancel
+	 * (or stall replay behind) every standby query of idem.outbox, even
+	 * when nothing is truncated.  The look is only a filter: the decision
+	 * is taken again under AccessExclusiveLock below.
+	 */
+	if (!ConditionalLockRelationOid(leaf->relid, AccessShareLock))
+		return -1;
+	leaf = scan_leaf(s, i);
+	UnlockRelationOid(leaf->relid, AccessShareLock);	/* scan_leaf took its own */
+	if (RelationGetNumberOfBlocks(leaf->heap) == 0 ||
+		!leaf_finished(s, leaf, snaps, nsnaps))
+	{
+		leaf_close(s, i);
+		return -1;
+	}
+	leaf_close(s, i);
+
 	if (!ConditionalLockRelationOid(leaf->relid, AccessExclusiveLock))
 		return -1;
 	leaf = scan_leaf(s, i);
@@ -1939,7 +2017,9 @@ trim_truncate_leaf(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
 /*
  * The fallback for a leaf that holds ids of more than one lap of the ring
  * (a consumer lags by more than the ring, so the leaf is never all
- * finished): delete, row by row, up to *budget of its finished events.
+ * finished), and, with no consumer, for a leaf that holds events past the
+ * retention beside younger ones: delete, row by row, up to *budget of its
+ * finished events.
  * Returns how many were deleted.  The 0.1 table of a database whose
  * extension is not updated yet is trimmed this way too, as 0.1 did.
  */
@@ -1964,10 +2044,17 @@ trim_delete_laps(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
 		return 0;
 	leaf = scan_leaf(s, i);
 	UnlockRelationOid(leaf->relid, AccessShareLock);	/* scan_leaf took its own */
+	/*
+	 * With no consumer (cutoff != 0) the retention is a promise about each
+	 * event (SPEC.md: kept for idem.outbox_retention, then deleted): a leaf
+	 * that also holds younger events cannot be truncated -- the leaf of the
+	 * current run, under a trickle of events, for as long as the run lasts,
+	 * which may be years -- so its expired events are deleted one by one.
+	 */
 	if (!leaf_edge(s, leaf, true, false, &xid, &minid) ||
 		!leaf_edge(s, leaf, true, true, &xid, &maxid) ||
 		(minid / IDEM_OUTBOX_SEGMENT_IDS == maxid / IDEM_OUTBOX_SEGMENT_IDS &&
-		 s->parent->rd_rel->relkind == RELKIND_PARTITIONED_TABLE))
+		 s->parent->rd_rel->relkind == RELKIND_PARTITIONED_TABLE && cutoff == 0))
 	{
 		leaf_close(s, i);
 		return 0;

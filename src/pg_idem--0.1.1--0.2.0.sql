@@ -23,6 +23,46 @@ COMMENT ON FUNCTION idem.checkpoint(text, bigint, text, jsonb, text, interval) I
 -- >>> with their ids, xids and timestamps, the identity continues where it
 -- >>> was, and the old table goes at the end of this script (the view
 -- >>> idem.consumer_lag, replaced below, still refers to it until then).
+-- A publication that lists the 0.1 table (Debezium, logical replication)
+-- would lose it without a word when the table is dropped below: from then
+-- on no event would reach its subscribers.  Refuse, and say how to carry
+-- the publication over to the ring.  A publication of all tables or of
+-- the schema takes the ring in by itself, but under the leaves' names
+-- unless it publishes via the partition root: warn.
+DO $pub$
+DECLARE
+    pubs text;
+BEGIN
+    SELECT pg_catalog.string_agg(pg_catalog.format('"%s"', p.pubname), ', ' ORDER BY p.pubname)
+      INTO pubs
+      FROM pg_catalog.pg_publication_rel r
+      JOIN pg_catalog.pg_publication p ON p.oid OPERATOR(pg_catalog.=) r.prpubid
+     WHERE r.prrelid OPERATOR(pg_catalog.=) 'idem.outbox'::pg_catalog.regclass;
+    IF pubs IS NOT NULL THEN
+        RAISE EXCEPTION 'idem.outbox is listed by publication %', pubs
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'pg_idem 0.2 replaces idem.outbox by a partitioned table; the publication would silently stop publishing events.',
+                  HINT = 'Run ALTER PUBLICATION ... DROP TABLE idem.outbox, update the extension, then ALTER PUBLICATION ... ADD TABLE idem.outbox and SET (publish_via_partition_root = true); see docs/outbox-storage.md.';
+    END IF;
+    -- (publications of a schema exist from PostgreSQL 15 on)
+    EXECUTE pg_catalog.format(
+        'SELECT pg_catalog.string_agg(pg_catalog.format(''"%%s"'', p.pubname), '', '' ORDER BY p.pubname)
+           FROM pg_catalog.pg_publication p
+          WHERE NOT p.pubviaroot AND (p.puballtables %s)',
+        CASE WHEN pg_catalog.current_setting('server_version_num')::integer >= 150000 THEN
+            'OR EXISTS (SELECT FROM pg_catalog.pg_publication_namespace n
+                         WHERE n.pnpubid OPERATOR(pg_catalog.=) p.oid
+                           AND n.pnnspid OPERATOR(pg_catalog.=) ''idem''::pg_catalog.regnamespace)'
+        ELSE '' END)
+      INTO pubs;
+    IF pubs IS NOT NULL THEN
+        RAISE WARNING 'publication % will publish the outbox''s events under the names of its partitions', pubs
+            USING DETAIL = 'pg_idem 0.2 stores idem.outbox in partitions idem.outbox_0 to idem.outbox_7.',
+                  HINT = 'Set publish_via_partition_root = true on the publication if its subscribers expect idem.outbox.';
+    END IF;
+END
+$pub$;
+
 ALTER TABLE idem.outbox RENAME TO outbox_0_1;
 ALTER SEQUENCE idem.outbox_id_seq RENAME TO outbox_0_1_id_seq;
 ALTER TABLE idem.outbox_0_1 RENAME CONSTRAINT outbox_pkey TO outbox_0_1_pkey;
