@@ -1943,10 +1943,13 @@ leaf_count(OutboxLeaf *leaf, Snapshot snap, TimestampTz cutoff)
  * transaction's rows (an emit earlier in this transaction) carry our xid,
  * which no snapshot taken by another transaction sees as finished and
  * snapshot_without_self() keeps out of our own.  Readers (a relay's walk,
- * pg_dump) hold AccessShareLock: the lock is taken only conditionally, so
- * trimming never queues behind them and never makes an emitter queue
- * behind itself; a leaf that is busy is tried again at the next round.
+ * pg_dump) hold AccessShareLock: the lock is taken only conditionally (a
+ * few attempts, see below), so trimming never queues behind them and never
+ * makes an emitter queue behind itself; a leaf that stays busy is tried
+ * again at the next round.
  */
+#define TRUNCATE_LOCK_ATTEMPTS 20
+
 static int64
 trim_truncate_leaf(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
 				   TimestampTz cutoff)
@@ -1978,8 +1981,27 @@ trim_truncate_leaf(OutboxScan *s, int i, OutboxSnapshot **snaps, int nsnaps,
 	}
 	leaf_close(s, i);
 
-	if (!ConditionalLockRelationOid(leaf->relid, AccessExclusiveLock))
-		return -1;
+	/*
+	 * The leaf looks finished: try a little harder for its lock.  A relay
+	 * that drains as fast as it can is inside next_batch() most of the
+	 * time, and its walk holds AccessShareLock on every leaf while it runs,
+	 * so a single attempt per round fails most of the time exactly when
+	 * the outbox is busiest -- and a leaf not emptied before the ring comes
+	 * round again falls back to row deletes, the bloat this storage
+	 * exists to avoid.  Still never a queued lock request: a few
+	 * conditional attempts, a millisecond apart (a relay's next_batch
+	 * lasts about that long), then the next round.  A long reader
+	 * (pg_dump) costs this round TRUNCATE_LOCK_ATTEMPTS milliseconds.
+	 */
+	for (int attempt = 0;; attempt++)
+	{
+		if (ConditionalLockRelationOid(leaf->relid, AccessExclusiveLock))
+			break;
+		if (attempt + 1 >= TRUNCATE_LOCK_ATTEMPTS)
+			return -1;
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(1000L);
+	}
 	leaf = scan_leaf(s, i);
 	/* (TRUNCATE's CheckTableNotInUse would refuse a leaf open elsewhere here) */
 	if (RelationGetNumberOfBlocks(leaf->heap) == 0 ||
