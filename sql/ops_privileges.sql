@@ -5,6 +5,9 @@ CREATE ROLE regress_idem_app;
 CREATE ROLE regress_idem_nobody;
 
 -- A role that was not given usage has nothing: not even the schema.
+-- PostgreSQL refuses it; the library adds a HINT where it is loaded (LOAD:
+-- the same output with or without preload, sql/ops_first_hour.sql).
+LOAD 'pg_idem';
 SET ROLE regress_idem_nobody;
 SELECT idem.fingerprint('{}');
 SELECT * FROM idem.reserve('priv-1');
