@@ -16,8 +16,9 @@ SELECT outcome FROM idem.reserve('priv-1', '{"amount": 1}');
 \echo SQLSTATE :SQLSTATE
 RESET ROLE;
 -- idem.grant_usage() gives it the default scope ('') and every function an
--- application needs.
+-- application needs; forget is taken back again, for the checks below.
 SELECT idem.grant_usage('regress_idem_keys_app', scopes => ARRAY['']);
+REVOKE EXECUTE ON FUNCTION idem.forget(text, text) FROM regress_idem_keys_app;
 
 SET ROLE regress_idem_keys_app;
 SELECT outcome FROM idem.reserve('priv-1', '{"amount": 1}');
@@ -28,8 +29,10 @@ SELECT count(*) FROM idem.keys;
 \echo SQLSTATE :SQLSTATE
 UPDATE idem.keys SET state = 'completed';
 \echo SQLSTATE :SQLSTATE
--- ... nor call what only the owner may
+-- ... nor call what it was not granted
 SELECT idem.purge();
+\echo SQLSTATE :SQLSTATE
+SELECT idem.forget('priv-1');
 \echo SQLSTATE :SQLSTATE
 RESET ROLE;
 SELECT token AS priv_token FROM idem.keys WHERE key = 'priv-1' \gset

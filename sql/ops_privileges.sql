@@ -1,14 +1,13 @@
 -- Privileges (SPEC.md section 4): application roles act on keys and events
--- only through the functions.  PUBLIC may name the objects of schema idem
--- and execute the application functions, which refuse a role without a
--- pg_idem grant themselves (sql/ops_first_hour.sql calls each one).
+-- only through the functions; nothing is granted to PUBLIC.
 
 CREATE ROLE regress_idem_app;
 CREATE ROLE regress_idem_nobody;
 
--- A role that was not given usage has nothing: fingerprint() (pure
--- computation) works, every other function says what to do, and the tables
--- and views are closed.
+-- A role that was not given usage has nothing: not even the schema.
+-- PostgreSQL refuses it; the library adds a HINT where it is loaded (LOAD:
+-- the same output with or without preload, sql/ops_first_hour.sql).
+LOAD 'pg_idem';
 SET ROLE regress_idem_nobody;
 SELECT idem.fingerprint('{}');
 SELECT * FROM idem.reserve('priv-1');

@@ -623,8 +623,9 @@ REVOKE ALL ON FUNCTION idem.revoke_usage(regrole) FROM PUBLIC;
 
 -- ==== end of least privilege ====
 
--- The sweep every script ends with (nothing is granted to PUBLIC but what the
--- block below grants).
+-- The sweep every script ends with (nothing is granted to PUBLIC, not even
+-- USAGE on the schema: SPEC.md section 4).
+REVOKE ALL ON SCHEMA idem FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA idem FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA idem FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA idem FROM PUBLIC;
@@ -633,28 +634,3 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA idem FROM PUBLIC;
 ALTER EXTENSION pg_idem DROP TABLE idem.outbox_0_1;
 ALTER EXTENSION pg_idem DROP SEQUENCE idem.outbox_0_1_id_seq;
 DROP TABLE idem.outbox_0_1;
-
--- What PUBLIC gets (0.2): USAGE on the schema and EXECUTE on the application
--- functions, and nothing else, so that a role's first call without a grant
--- is refused by pg_idem itself, with a HINT that names
--- idem.grant_usage(role), instead of PostgreSQL's bare "permission denied
--- for schema idem" (which no code of ours can add a HINT to).  Each of these
--- functions checks, before it reads or writes anything, that the calling
--- role has a pg_idem grant (idem_check_granted(), src/privileges.c, which
--- argues why this opens nothing); fingerprint() reads nothing at all.  The
--- tables, sequences and views, and the owner's functions, stay revoked.
-GRANT USAGE ON SCHEMA idem TO PUBLIC;
-GRANT EXECUTE ON FUNCTION
-    idem.reserve(text, jsonb, text, interval, interval),
-    idem.complete(text, bigint, jsonb, integer, text),
-    idem.release(text, bigint, text),
-    idem.checkpoint(text, bigint, text, jsonb, text, interval),
-    idem.forget(text, text),
-    idem.fingerprint(jsonb),
-    idem.emit(text, jsonb, text, jsonb),
-    idem.subscribe(text, text[], boolean),
-    idem.unsubscribe(text),
-    idem.next_batch(text, integer),
-    idem.finish_batch(text, bigint),
-    idem.check_invariants()
-  TO PUBLIC;

@@ -32,6 +32,7 @@
 #include "outbox_notify.h"
 #include "outbox_wal.h"
 #include "pg_idem.h"
+#include "privileges.h"
 #include "version_provenance.h"
 
 PG_MODULE_MAGIC;
@@ -132,6 +133,14 @@ _PG_init(void)
 	 * backend's first guarded write, it sees every later statement.
 	 */
 	idem_version_provenance_init();
+
+	/*
+	 * The HINT on PostgreSQL's "permission denied for schema idem" that a
+	 * role without idem.grant_usage() gets (privileges.c).  Every backend
+	 * that loads the library has it; only preloading gives it to a role's
+	 * very first call, which cannot load the library itself.
+	 */
+	idem_privileges_init();
 
 	MarkGUCPrefixReserved("idem");
 

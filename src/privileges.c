@@ -59,6 +59,8 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
+#include "common/keywords.h"
+#include "common/kwlookup.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
@@ -69,6 +71,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -606,22 +609,16 @@ report_not_granted(PrivUser *u, const char *fname)
 /*
  * 42501 unless the current user may use pg_idem at all.
  *
- * Why EXECUTE on the application functions (and USAGE on schema idem) is
- * granted to PUBLIC, and this check is what gates them: PostgreSQL checks
- * schema USAGE and function EXECUTE before any code of ours runs, and its
- * error ("permission denied for schema idem") cannot carry a HINT, so a
- * newcomer's first call would fail without saying what to do.  Since 0.2 the
- * real gate is idem.grants anyway (EXECUTE granted by hand was already not
- * enough: no grant, no scope and no topic).  Opening EXECUTE opens nothing
- * else, because every function granted to PUBLIC calls this check before it
- * reads or writes anything: reserve, complete, release, checkpoint, forget,
- * emit, subscribe, unsubscribe, next_batch, finish_batch and
- * check_invariants; and fingerprint(), a pure function of its argument that
- * reads nothing.  The tables, sequences, views and the owner's functions
- * (purge, maintain, trim_outbox, enforce_*, unenforce_*, grant_usage,
- * revoke_usage, the trigger functions) stay revoked from PUBLIC, and schema
- * USAGE only lets a role name them.  The check is the cached lookup of the
- * scope and topic checks: one hash probe.
+ * Defence in depth, behind PostgreSQL's own checks: EXECUTE on the
+ * application functions and USAGE on schema idem are not granted to PUBLIC
+ * (SPEC.md section 4), so a role without idem.grant_usage() is normally
+ * refused by PostgreSQL before any code of ours runs ("permission denied
+ * for schema idem", to which first_hour_hint() below adds a HINT).  This
+ * check catches a role given EXECUTE by hand but no grant: since 0.2 the
+ * real gate is idem.grants (no grant, no scope and no topic), and this says
+ * so at once, with the statement that fixes it, before the function reads
+ * or writes anything.  It is the cached lookup of the scope and topic
+ * checks: one hash probe.
  */
 void
 idem_check_granted(const char *fname)
@@ -631,6 +628,263 @@ idem_check_granted(const char *fname)
 	if (likely(u->bypass || u->granted))
 		return;
 	report_not_granted(u, fname);
+}
+
+/*
+ * The first-hour HINT on PostgreSQL's own refusals.
+ *
+ * A role without idem.grant_usage() has neither USAGE on schema idem nor
+ * EXECUTE on its functions (nothing is granted to PUBLIC: SPEC.md section
+ * 4), so its first call fails in PostgreSQL's aclcheck_error(), before any
+ * code of ours runs: 42501 "permission denied for schema idem", or, for a
+ * role given USAGE on the schema by hand, "permission denied for function
+ * reserve".  Those errors have no HINT.  We add one, naming the statement
+ * that fixes it, from emit_log_hook.
+ *
+ * Why emit_log_hook: PostgreSQL's EmitErrorReport()
+ * (src/backend/utils/error/elog.c) calls it with the ErrorData it is about
+ * to report, before send_message_to_server_log() and
+ * send_message_to_frontend(), so a hint set here reaches the server log and
+ * the client.  elog.c says "Making any other change in the content of edata
+ * is not considered supported" (than turning off output_to_server): we
+ * only fill a hint that is NULL, with a string in ErrorContext (where every
+ * field of the ErrorData lives, freed with it by FlushErrorState()), which
+ * is what errhint() itself would have done.
+ *
+ * Where it works, and where not (docs/security.md says the same):
+ *   - only when the library is loaded in the backend that reports the
+ *     error: shared_preload_libraries (as recommended) or
+ *     session_preload_libraries, or any earlier call of a pg_idem C
+ *     function or LOAD 'pg_idem' in that session.  A role refused on its
+ *     first call has not loaded it itself.
+ *   - only where output_to_server is true: EmitErrorReport calls the hook
+ *     only then, i.e. when log_min_messages is ERROR or below (the default
+ *     is WARNING).  With log_min_messages = FATAL or PANIC the error reaches
+ *     the client without the HINT.
+ *   - only for errors that are reported: an error caught by a PL/pgSQL
+ *     EXCEPTION block is never emitted, so it has no HINT.
+ *
+ * The hook runs inside error reporting, so it must not throw and must not
+ * touch the catalogs (a cache miss would scan them in a transaction that
+ * is failing, or outside any transaction).  So it recognises the error by
+ * its SQLSTATE and its untranslated format (edata->message_id, which elog.c
+ * passes "to be used as a message identifier"), then compares the
+ * formatted message with the same format translated in the message's
+ * domain and applied to "idem" or to one of pg_idem's function names (a
+ * fixed list: aclcheck_error() names a function by its bare name).  The
+ * role's name comes from the "role" or "session_authorization" setting,
+ * which PostgreSQL keeps as a string; it is used only when it names the
+ * current user (not inside a SECURITY DEFINER function, where the refused
+ * user is the function's owner), else no HINT is added.  Memory comes from
+ * MemoryContextAllocExtended(MCXT_ALLOC_NO_OOM): out of memory, no HINT.
+ */
+
+/*
+ * The functions idem.grant_usage() grants (app_functions in
+ * src/sql/90_operations.sql): a refusal of another function of ours
+ * (purge, maintain, enforce_version ...) is not fixed by grant_usage, so
+ * gets no HINT.  By name only, as PostgreSQL's message has it, so a
+ * refused function of the same name in another schema gets the HINT too,
+ * which therefore says "if this is idem.<name>()".
+ */
+static const char *const first_hour_functions[] = {
+	"reserve", "complete", "release", "checkpoint", "forget", "fingerprint",
+	"emit", "subscribe", "unsubscribe", "next_batch", "finish_batch",
+	"check_invariants"
+};
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+static void first_hour_hint(ErrorData *edata);
+static bool message_is(const ErrorData *edata, const char *name);
+static const char *first_hour_role(void);
+static char *quote_role_literal(const char *role);
+
+/*
+ * Install the hook, chained after any earlier one, once per backend
+ * (_PG_init runs once per process).
+ */
+void
+idem_privileges_init(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = first_hour_hint;
+}
+
+/* Does edata's message equal its own format, translated, applied to name? */
+static bool
+message_is(const ErrorData *edata, const char *name)
+{
+	char		buf[NAMEDATALEN + 512];
+	const char *fmt = edata->message_id;
+	int			n;
+
+	if (edata->domain != NULL)
+		fmt = dgettext(edata->domain, fmt);
+	n = snprintf(buf, sizeof(buf), fmt, name);
+	return n >= 0 && n < (int) sizeof(buf) && strcmp(buf, edata->message) == 0;
+}
+
+/*
+ * The current user's name, if a setting holds it, else NULL.  No catalog
+ * access: PostgreSQL keeps the name given to SET ROLE in "role" and the
+ * session user's name in "session_authorization" (set at connection and
+ * by SET SESSION AUTHORIZATION), and GetConfigOption() with missing_ok
+ * only searches the settings.  The ids are compared so that a name is
+ * never given for another user than the one refused.
+ */
+static const char *
+first_hour_role(void)
+{
+	Oid			userid;
+	int			sec_context;
+	Oid			named;
+	const char *name;
+
+	GetUserIdAndSecContext(&userid, &sec_context);
+	if (!OidIsValid(userid))
+		return NULL;
+	name = GetConfigOption("role", true, false);
+	if (name != NULL && strcmp(name, "none") != 0)
+		named = GetCurrentRoleId();
+	else
+	{
+		name = GetConfigOption("session_authorization", true, false);
+		named = GetSessionUserId();
+	}
+	if (name == NULL || name[0] == '\0' || named != userid)
+		return NULL;
+	return name;
+}
+
+/*
+ * role as regrole input in a string literal, as
+ * quote_literal_cstr(quote_identifier(role)) makes it, without throwing:
+ * the keyword lookup is quote_identifier()'s, memory is ErrorContext's,
+ * NULL when there is none.
+ */
+static char *
+quote_role_literal(const char *role)
+{
+	size_t		len = strlen(role);
+	bool		safe;
+	bool		backslash = false;
+	char		ident[2 * NAMEDATALEN + 3];
+	char	   *p;
+	char	   *out;
+	char	   *q;
+
+	if (len >= NAMEDATALEN)
+		return NULL;
+
+	/* quote_identifier()'s rule */
+	safe = (role[0] >= 'a' && role[0] <= 'z') || role[0] == '_';
+	for (p = (char *) role; safe && *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+			safe = false;
+	if (safe && quote_all_identifiers)
+		safe = false;
+	if (safe)
+	{
+		int			kwnum = ScanKeywordLookup(role, &ScanKeywords);
+
+		if (kwnum >= 0 && ScanKeywordCategories[kwnum] != UNRESERVED_KEYWORD)
+			safe = false;
+	}
+	q = ident;
+	if (!safe)
+		*q++ = '"';
+	for (p = (char *) role; *p; p++)
+	{
+		if (*p == '"')
+			*q++ = '"';
+		*q++ = *p;
+	}
+	if (!safe)
+		*q++ = '"';
+	*q = '\0';
+
+	/* quote_literal_cstr()'s rule */
+	out = MemoryContextAllocExtended(ErrorContext, 2 * strlen(ident) + 4,
+									 MCXT_ALLOC_NO_OOM);
+	if (out == NULL)
+		return NULL;
+	for (p = ident; *p; p++)
+		if (*p == '\\')
+			backslash = true;
+	q = out;
+	if (backslash)
+		*q++ = 'E';
+	*q++ = '\'';
+	for (p = ident; *p; p++)
+	{
+		if (*p == '\'' || *p == '\\')
+			*q++ = *p;
+		*q++ = *p;
+	}
+	*q++ = '\'';
+	*q = '\0';
+	return out;
+}
+
+/*
+ * emit_log_hook: add the HINT to PostgreSQL's "permission denied for schema
+ * idem" and "permission denied for function <one of ours>" (see above).
+ */
+static void
+first_hour_hint(ErrorData *edata)
+{
+	const char *fname = NULL;
+	bool		matched = false;
+
+	if (edata->elevel >= ERROR &&
+		edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE &&
+		edata->hint == NULL &&
+		edata->message_id != NULL && edata->message != NULL)
+	{
+		if (strcmp(edata->message_id, "permission denied for schema %s") == 0)
+			matched = message_is(edata, "idem");
+		else if (strcmp(edata->message_id, "permission denied for function %s") == 0)
+		{
+			for (int i = 0; i < lengthof(first_hour_functions) && !matched; i++)
+			{
+				if (message_is(edata, first_hour_functions[i]))
+				{
+					matched = true;
+					fname = first_hour_functions[i];
+				}
+			}
+		}
+	}
+
+	if (matched)
+	{
+		const char *role = first_hour_role();
+		char	   *quoted = role ? quote_role_literal(role) : NULL;
+
+		if (quoted != NULL)
+		{
+			size_t		size = strlen(quoted) + 2 * NAMEDATALEN + 128;
+			char	   *hint = MemoryContextAllocExtended(ErrorContext, size,
+														  MCXT_ALLOC_NO_OOM);
+
+			if (hint != NULL)
+			{
+				if (fname != NULL)
+					snprintf(hint, size,
+							 "If this is idem.%s(), the owner of pg_idem (or a superuser) grants it with: SELECT idem.grant_usage(%s);",
+							 fname, quoted);
+				else
+					snprintf(hint, size,
+							 "The owner of pg_idem (or a superuser) grants it with: SELECT idem.grant_usage(%s);",
+							 quoted);
+				edata->hint = hint;
+			}
+		}
+	}
+
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
 }
 
 /* Is userid exempt from every check? */

@@ -14,6 +14,9 @@
 
 #include "postgres.h"
 
+/* Install the emit_log_hook that adds the first-hour HINT (_PG_init) */
+extern void idem_privileges_init(void);
+
 /* Are pg_idem's grants in force here (idem.grants exists: version 0.2 on)? */
 extern bool idem_privileges_enabled(void);
 
@@ -22,8 +25,9 @@ extern bool idem_privileges_bypass(Oid userid);
 
 /*
  * 42501, with a HINT naming idem.grant_usage(), unless the current user has
- * a pg_idem grant (its own or inherited) or is exempt.  Every function
- * whose EXECUTE is granted to PUBLIC calls it first (src/sql/90_operations.sql).
+ * a pg_idem grant (its own or inherited) or is exempt.  Every application
+ * function calls it first: defence in depth behind EXECUTE, which is not
+ * granted to PUBLIC (a role given EXECUTE by hand still needs a grant).
  */
 extern void idem_check_granted(const char *fname);
 

@@ -5,6 +5,5 @@
 
 -- The control file creates schema idem.  Application roles reach its objects
 -- only through the functions, for the scopes and topics idem.grant_usage()
--- grants; PUBLIC gets USAGE on the schema and EXECUTE on those functions,
--- which check the grant themselves, at the very end (90_operations.sql).
+-- grants; nothing here is granted to PUBLIC, not even USAGE on the schema.
 REVOKE ALL ON SCHEMA idem FROM PUBLIC;

@@ -202,35 +202,15 @@ REVOKE ALL ON FUNCTION idem.maintain() FROM PUBLIC;
 REVOKE ALL ON FUNCTION idem.grant_usage(regrole, text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION idem.revoke_usage(regrole) FROM PUBLIC;
 
--- The final sweep: nothing in schema idem is usable by PUBLIC but what is
--- granted to it just below.  Functions get EXECUTE for PUBLIC by default when
--- created, so every fragment revokes its own, and this catches anything a
--- fragment forgot.  Upgrade scripts repeat these three lines and the grants.
+-- The final sweep: nothing in schema idem is usable by PUBLIC, not even the
+-- schema (SPEC.md section 4: EXECUTE is not granted to PUBLIC; a role gets
+-- what it needs from idem.grant_usage()).  Functions get EXECUTE for PUBLIC
+-- by default when created, so every fragment revokes its own, and this
+-- catches anything a fragment forgot.  Upgrade scripts repeat these lines.
+-- A role's first call without a grant fails with PostgreSQL's own
+-- "permission denied for schema idem"; the library adds a HINT naming
+-- idem.grant_usage() to it where it is loaded (src/privileges.c).
+REVOKE ALL ON SCHEMA idem FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA idem FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA idem FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA idem FROM PUBLIC;
-
--- What PUBLIC gets (0.2): USAGE on the schema and EXECUTE on the application
--- functions, and nothing else, so that a role's first call without a grant
--- is refused by pg_idem itself, with a HINT that names
--- idem.grant_usage(role), instead of PostgreSQL's bare "permission denied
--- for schema idem" (which no code of ours can add a HINT to).  Each of these
--- functions checks, before it reads or writes anything, that the calling
--- role has a pg_idem grant (idem_check_granted(), src/privileges.c, which
--- argues why this opens nothing); fingerprint() reads nothing at all.  The
--- tables, sequences and views, and the owner's functions, stay revoked.
-GRANT USAGE ON SCHEMA idem TO PUBLIC;
-GRANT EXECUTE ON FUNCTION
-    idem.reserve(text, jsonb, text, interval, interval),
-    idem.complete(text, bigint, jsonb, integer, text),
-    idem.release(text, bigint, text),
-    idem.checkpoint(text, bigint, text, jsonb, text, interval),
-    idem.forget(text, text),
-    idem.fingerprint(jsonb),
-    idem.emit(text, jsonb, text, jsonb),
-    idem.subscribe(text, text[], boolean),
-    idem.unsubscribe(text),
-    idem.next_batch(text, integer),
-    idem.finish_batch(text, bigint),
-    idem.check_invariants()
-  TO PUBLIC;

@@ -145,14 +145,12 @@ SELECT results_eq(
             ('release', '(none)'), ('reserve', '(none)') $$,
   'functions that run SQL pin search_path = pg_catalog, pg_temp; the others look nothing up by name');
 
--- PUBLIC may execute the key functions, which refuse a role without a
--- pg_idem grant themselves (with a HINT naming idem.grant_usage()); not
--- purge, which is the owner's.
-SELECT ok(has_function_privilege('public', 'idem.reserve(text, jsonb, text, interval, interval)', 'EXECUTE'), 'PUBLIC may execute reserve (it checks the grant)');
-SELECT ok(has_function_privilege('public', 'idem.complete(text, bigint, jsonb, integer, text)', 'EXECUTE'), 'PUBLIC may execute complete (it checks the grant)');
-SELECT ok(has_function_privilege('public', 'idem.release(text, bigint, text)', 'EXECUTE'), 'PUBLIC may execute release (it checks the grant)');
-SELECT ok(has_function_privilege('public', 'idem.checkpoint(text, bigint, text, jsonb, text, interval)', 'EXECUTE'), 'PUBLIC may execute checkpoint (it checks the grant)');
-SELECT ok(has_function_privilege('public', 'idem.forget(text, text)', 'EXECUTE'), 'PUBLIC may execute forget (it checks the grant)');
+-- Nothing is granted to PUBLIC (idem.grant_usage() grants what a role needs).
+SELECT ok(NOT has_function_privilege('public', 'idem.reserve(text, jsonb, text, interval, interval)', 'EXECUTE'), 'PUBLIC cannot execute reserve');
+SELECT ok(NOT has_function_privilege('public', 'idem.complete(text, bigint, jsonb, integer, text)', 'EXECUTE'), 'PUBLIC cannot execute complete');
+SELECT ok(NOT has_function_privilege('public', 'idem.release(text, bigint, text)', 'EXECUTE'), 'PUBLIC cannot execute release');
+SELECT ok(NOT has_function_privilege('public', 'idem.checkpoint(text, bigint, text, jsonb, text, interval)', 'EXECUTE'), 'PUBLIC cannot execute checkpoint');
+SELECT ok(NOT has_function_privilege('public', 'idem.forget(text, text)', 'EXECUTE'), 'PUBLIC cannot execute forget');
 SELECT ok(NOT has_function_privilege('public', 'idem.purge(integer)', 'EXECUTE'), 'PUBLIC cannot execute purge');
 SELECT ok(NOT has_table_privilege('public', 'idem.keys', 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER'),
           'PUBLIC has no privilege on idem.keys');
@@ -161,9 +159,9 @@ SELECT ok(NOT has_sequence_privilege('public', 'idem.key_token_seq', 'USAGE,SELE
           'PUBLIC has no privilege on idem.key_token_seq');
 SELECT is((SELECT count(*)::int FROM pg_proc p, aclexplode(p.proacl) a
            WHERE p.pronamespace = 'idem'::regnamespace
-             AND p.proname IN ('purge')
+             AND p.proname IN ('reserve', 'complete', 'release', 'checkpoint', 'forget', 'purge')
              AND a.grantee = 0),
-          0, 'purge has no ACL entry for PUBLIC');
+          0, 'no key function has an ACL entry for PUBLIC');
 SELECT is((SELECT count(*)::int FROM pg_proc p
            WHERE p.pronamespace = 'idem'::regnamespace
              AND p.proname IN ('reserve', 'complete', 'release', 'checkpoint', 'forget', 'purge')
@@ -173,8 +171,8 @@ SELECT is((SELECT count(*)::int FROM pg_proc p
 -- A fresh role can do nothing with keys until it is granted something.
 CREATE ROLE idem_pgtap_nobody;
 SET LOCAL ROLE idem_pgtap_nobody;
-SELECT throws_ok($$SELECT idem.reserve('pgtap-nobody')$$, '42501', 'permission denied for idem.reserve()',
-                 'a role without grants cannot reserve');
+SELECT throws_ok($$SELECT idem.reserve('pgtap-nobody')$$, '42501', 'permission denied for schema idem',
+                 'a role without grants cannot reserve: PostgreSQL refuses it the schema');
 RESET ROLE;
 SELECT ok(NOT has_table_privilege('idem_pgtap_nobody', 'idem.keys', 'SELECT'),
           'a role without grants cannot read idem.keys');

@@ -142,13 +142,8 @@ SELECT is(p.proparallel::text, 'u', sig::text || ' is PARALLEL UNSAFE (it writes
 SELECT is(p.prolang, (SELECT oid FROM pg_language WHERE lanname = 'c'),
           sig::text || ' is written in C')
   FROM expected_fn e JOIN pg_proc p ON p.oid = e.sig ORDER BY sig::text;
--- PUBLIC may execute the functions an application calls, which refuse a
--- role without a pg_idem grant themselves; not the owner's.
-SELECT is(p.proacl IS NOT NULL AND EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0),
-          p.proname IN ('emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch'),
-          sig::text || CASE WHEN p.proname IN ('emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch')
-                            THEN ' is executable by PUBLIC (it checks the grant)'
-                            ELSE ' is not executable by PUBLIC' END)
+SELECT ok(p.proacl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0),
+          sig::text || ' is not executable by PUBLIC')
   FROM expected_fn e JOIN pg_proc p ON p.oid = e.sig ORDER BY sig::text;
 SELECT isnt(obj_description(sig, 'pg_proc'), NULL, sig::text || ' has a comment')
   FROM expected_fn ORDER BY sig::text;

@@ -85,28 +85,23 @@ SELECT is((SELECT array_agg(context ORDER BY name) FROM pg_settings WHERE name L
           'contexts: lease, ttl, notify and outbox_wal per session, retention superuser, interval on reload, database at start when preloaded');
 
 -- The privilege model of every object in schema idem.
--- PUBLIC may execute exactly the application functions, each of which
--- refuses a role without a pg_idem grant itself (src/privileges.c,
--- idem_check_granted; sql/ops_first_hour.sql calls every one of them), so
--- that a role's first call gets a HINT naming idem.grant_usage().
-SELECT set_eq($$
-    SELECT p.proname::text FROM pg_proc p
+-- Nothing is granted to PUBLIC (SPEC.md section 4): no EXECUTE, no USAGE on
+-- the schema; idem.grant_usage() grants what an application role needs.
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
      CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
      WHERE p.pronamespace = 'idem'::regnamespace AND a.grantee = 0 $$,
-    ARRAY['reserve', 'complete', 'release', 'checkpoint', 'forget', 'fingerprint',
-          'emit', 'subscribe', 'unsubscribe', 'next_batch', 'finish_batch', 'check_invariants'],
-    'PUBLIC may execute the application functions (which check the grant), nothing else');
+    'no function in schema idem is executable by PUBLIC');
 SELECT is_empty($$
     SELECT c.relname::text FROM pg_class c
      CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
      WHERE c.relnamespace = 'idem'::regnamespace AND a.grantee = 0 $$,
     'no table, view or sequence in schema idem grants anything to PUBLIC');
-SELECT results_eq($$
-    SELECT a.privilege_type::text FROM pg_namespace n
+SELECT is_empty($$
+    SELECT n.nspname::text FROM pg_namespace n
      CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
      WHERE n.nspname = 'idem' AND a.grantee = 0 $$,
-    ARRAY['USAGE'],
-    'PUBLIC has USAGE on schema idem (to name its objects), not CREATE');
+    'PUBLIC has no USAGE on schema idem');
 -- Functions that run SQL pin search_path.  The exceptions run no SQL at all
 -- (their C code reaches tables, indexes and types by OID), so nothing in
 -- them is looked up by name; sql/ops_search_path.sql attacks them anyway.
@@ -186,13 +181,12 @@ SELECT ok(has_schema_privilege('regress_tap_app', 'idem', 'USAGE')
 SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_proc p
      WHERE p.pronamespace = 'idem'::regnamespace
-       AND has_function_privilege('regress_tap_none', p.oid, 'EXECUTE')
-       AND NOT has_function_privilege('public', p.oid, 'EXECUTE') $$,
-    'a role not given usage can execute nothing but what PUBLIC may');
+       AND has_function_privilege('regress_tap_none', p.oid, 'EXECUTE') $$,
+    'a role not given usage can execute nothing');
 SET LOCAL ROLE regress_tap_none;
 SELECT throws_ok($$SELECT idem.reserve('tap-ops-none')$$, '42501',
-                 'permission denied for idem.reserve()',
-                 'and its first call is refused by pg_idem');
+                 'permission denied for schema idem',
+                 'and its first call is refused by PostgreSQL (the HINT is sql/ops_first_hour.sql''s)');
 RESET ROLE;
 
 SET LOCAL ROLE regress_tap_app;
@@ -242,9 +236,11 @@ RESET ROLE;
 SELECT is((SELECT owner::text FROM idem.consumer_lag WHERE consumer = 'tap-billing-relay'),
           'regress_tap_a', 'the owner of pg_idem sees every consumer, and who owns it');
 SELECT ok(idem.revoke_usage('regress_tap_a'), 'revoke_usage() takes a grant back');
-SELECT ok(NOT EXISTS (SELECT FROM idem.grants WHERE role = 'regress_tap_a'::regrole)
-          AND NOT has_table_privilege('regress_tap_a', 'idem.key_stats', 'SELECT'),
-          'with the row of idem.grants and the views');
+SELECT ok(NOT has_function_privilege('regress_tap_a', 'idem.reserve(text,jsonb,text,interval,interval)', 'EXECUTE')
+          AND NOT has_schema_privilege('regress_tap_a', 'idem', 'USAGE')
+          AND NOT has_table_privilege('regress_tap_a', 'idem.key_stats', 'SELECT')
+          AND NOT EXISTS (SELECT FROM idem.grants WHERE role = 'regress_tap_a'::regrole),
+          'with the functions, the schema, the views and the row of idem.grants');
 
 SELECT * FROM finish();
 ROLLBACK;
