@@ -809,7 +809,15 @@ idem_outbox_notify_on_commit(const char *topic)
 	if (!notify_preloaded)
 	{
 		notify_attach();
-		idem_preload_notice(false);
+		/*
+		 * The first emit speaks only when it pays: attached, emit costs
+		 * what it costs preloaded (CREATE EXTENSION has said what else
+		 * preloading adds), and a NOTICE in every session of every
+		 * application would be noise -- and would change the output of
+		 * every test run against a server without preload.
+		 */
+		if (notify_shared == NULL)
+			idem_preload_notice(false);
 	}
 
 	/*
@@ -876,7 +884,8 @@ idem_outbox_notify_define_settings(void)
 
 /*
  * Say once per session what running without preload costs, and how to
- * preload: when pg_idem is created, and at the first emit.
+ * preload: when pg_idem is created, and at the first emit of a session that
+ * could not attach the notifier's shared state (every emit notifies).
  */
 void
 idem_preload_notice(bool creating)
