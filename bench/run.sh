@@ -951,6 +951,13 @@ HOLD_MINUTES=${IDEM_BENCH_HOLD_MINUTES:-10}
 # (seconds, for trying the section out: overrides the minutes)
 HOLD_SECS=${IDEM_BENCH_HOLD_SECONDS:-$((HOLD_MINUTES * 60))}
 HOLD_EMITTERS=4
+# Events per second the emitters offer together (pgbench --rate), the same
+# for every system and both runs: a relay that keeps up is the steady state
+# of production, and an outbox whose relay cannot keep up grows whatever
+# its storage.  On 2 cores, emitters running flat out take 4/5 of the CPU
+# and leave the one relay behind, so the default is a rate each relay
+# here sustains without a held snapshot.  0: as fast as they can.
+HOLD_RATE=${IDEM_BENCH_HOLD_RATE:-10000}
 # IDEM_BENCH_HOLD_SYSTEMS narrows the systems compared (idem skiplocked pgq).
 HOLD_SYSTEMS=${IDEM_BENCH_HOLD_SYSTEMS:-idem skiplocked pgq}
 declare -A HOLD_RES
@@ -1008,6 +1015,34 @@ hold_maintenance_loop() {
 	done
 }
 
+# Every 10 s, the size (heap + indexes + TOAST) of the system's event
+# tables, one line per sample: the peak shows whether the size stayed flat
+# during the run, which the size at the end alone would not.
+hold_size_sampler() {
+	local sys=$1 out=$2
+	: >"$out"
+	while :; do
+		sql1 "SELECT sum(pg_total_relation_size(r)) FROM ($(hold_rels "$sys")) t(r)" >>"$out" 2>/dev/null || true
+		sleep 10
+	done
+}
+
+# The relay's script for this section: the drain script, then a 10 ms sleep
+# when the batch was empty (each drain script leaves batch_id or last_id 0
+# then), so that an idle relay does not spin on a core the emitters need.
+hold_idle_script() {
+	local f="$W/hold.$1"
+	{ cat "$WL/$1"
+	  case $1 in
+	  drain_handwritten.sql) echo '\if :last_id = 0' ;;
+	  *) echo '\if :batch_id = 0' ;;
+	  esac
+	  echo '\sleep 10 ms'
+	  echo '\endif'
+	} >"$f"
+	echo "$f"
+}
+
 hold_prepare() {
 	case $1 in
 	idem) sql1 "SELECT idem.subscribe('bench_drain', ARRAY['orders'])" >/dev/null ;;
@@ -1026,7 +1061,7 @@ hold_prepare() {
 
 section_hold() {
 	local sys hold secs=$HOLD_SECS emit_script drain_script
-	local holder mloop epid dpid out_e out_d emitted backlog size dead
+	local holder mloop sampler epid dpid out_e out_d emitted backlog size dead peak
 	for sys in $HOLD_SYSTEMS; do
 		[ "$sys" != idem ] || [ -n "$HAS_OUTBOX" ] || continue
 		case $sys in
@@ -1057,18 +1092,22 @@ section_hold() {
 			fi
 			hold_maintenance_loop "$sys" >/dev/null 2>&1 &
 			mloop=$!
+			hold_size_sampler "$sys" "$W/hold.$sys.$hold.sizes" >/dev/null 2>&1 &
+			sampler=$!
 			out_e="$W/hold.$sys.$hold.emit"; out_d="$W/hold.$sys.$hold.drain"
 			cut -d' ' -f1 /proc/loadavg >>"$W/load.samples"
 			PGOPTIONS="-c client_min_messages=warning" pgbench -n -M prepared -c $HOLD_EMITTERS -j 2 -T "$secs" \
-				-f "$WL/$emit_script" >"$out_e" 2>&1 &
+				$([ "$HOLD_RATE" -gt 0 ] && echo "-R $HOLD_RATE") -f "$WL/$emit_script" >"$out_e" 2>&1 &
 			epid=$!
+			# the relay sleeps 10 ms after an empty batch, as a relay that
+			# waits for a wake-up or polls would (hold_idle_script)
 			PGOPTIONS="-c client_min_messages=warning" pgbench -n -M prepared -c 1 -j 1 -T "$secs" \
-				-f "$WL/$drain_script" >"$out_d" 2>&1 &
+				-f "$(hold_idle_script "$drain_script")" >"$out_d" 2>&1 &
 			dpid=$!
 			wait $epid || true
 			wait $dpid || true
-			kill "$mloop" 2>/dev/null || true
-			wait "$mloop" 2>/dev/null || true
+			kill "$mloop" "$sampler" 2>/dev/null || true
+			wait "$mloop" "$sampler" 2>/dev/null || true
 			sleep 2	# let the statistics of the last transactions arrive
 			emitted=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out_e")
 			backlog=$(hold_backlog "$sys")
@@ -1086,23 +1125,25 @@ section_hold() {
 				echo "   ${HOLD_RES[$sys.$hold]}"
 				continue
 			fi
-			HOLD_RES[$sys.$hold]="$emitted $backlog $size $dead"
-			printf '   %-10s hold=%-3s emitted %8d/s drained %8d/s backlog %8d size %s dead %s\n' "$sys" "$hold" \
+			peak=$( (cat "$W/hold.$sys.$hold.sizes"; echo "$size") | grep -E '^[0-9]+$' | sort -n | tail -n1)
+			HOLD_RES[$sys.$hold]="$emitted $backlog $size $dead $peak"
+			printf '   %-10s hold=%-3s emitted %8d/s drained %8d/s backlog %8d size %s (peak %s) dead %s\n' "$sys" "$hold" \
 				$((emitted / secs)) $(((emitted - backlog) / secs)) "$backlog" \
-				"$(numfmt --to=iec "$size" 2>/dev/null || echo "$size")" "$dead"
+				"$(numfmt --to=iec "$size" 2>/dev/null || echo "$size")" \
+				"$(numfmt --to=iec "$peak" 2>/dev/null || echo "$peak")" "$dead"
 		done
 	done
 }
 
 report_hold() {
-	local sys label secs=$HOLD_SECS e b s d e0 b0
+	local sys label secs=$HOLD_SECS e b s d pk e0 b0
 	say ""
 	say "## Emit + drain with a held snapshot (issue 14)"
 	say ""
-	say "$HOLD_EMITTERS emitters (one event per transaction, pgbench -M prepared) and one relay (batches of up to 1000) run for $((HOLD_SECS / 60)) min $((HOLD_SECS % 60)) s (IDEM_BENCH_HOLD_MINUTES, default 10), fsync = off, once with a session that ran \`BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT ... FROM another table\` and went idle in transaction for the whole run, once without it. Maintenance runs as it would in production: \`idem.maintain()\` every second for pg_idem; \`pgq.ticker()\` every 0.2 s and pgqd's maintenance operations every second for PgQ (rotation_period 1 minute); autovacuum for the SKIP LOCKED table. Size = heap + indexes (+ TOAST) of every table holding the system's events at the end; dead = their n_dead_tup; backlog = events emitted and not yet consumed at the end. One run per cell (not interleaved rounds)."
+	say "$HOLD_EMITTERS emitters (one event per transaction, pgbench -M prepared) and one relay (batches of up to 1000) run for $((HOLD_SECS / 60)) min $((HOLD_SECS % 60)) s (IDEM_BENCH_HOLD_MINUTES, default 10), fsync = off, the emitters offering $([ "$HOLD_RATE" -gt 0 ] && echo "$HOLD_RATE events/s together (pgbench --rate; IDEM_BENCH_HOLD_RATE, 0 for as fast as they can)" || echo "as many events as they can (IDEM_BENCH_HOLD_RATE=0)"), the relay sleeping 10 ms after an empty batch, once with a session that ran \`BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT ... FROM another table\` and went idle in transaction for the whole run, once without it. Maintenance runs as it would in production: \`idem.maintain()\` every second for pg_idem; \`pgq.ticker()\` every 0.2 s and pgqd's maintenance operations every second for PgQ (rotation_period 1 minute); autovacuum for the SKIP LOCKED table. Size = heap + indexes (+ TOAST) of every table holding the system's events at the end, peak = the largest of that size sampled every 10 s; dead = their n_dead_tup; backlog = events emitted and not yet consumed at the end. One run per cell (not interleaved rounds)."
 	say ""
-	say "| system | snapshot held | emitted/s | drained/s | backlog | size | dead tuples | drained/s, held vs not |"
-	say "|---|---|---:|---:|---:|---:|---:|---|"
+	say "| system | snapshot held | emitted/s | drained/s | backlog | size | peak size | dead tuples | drained/s, held vs not |"
+	say "|---|---|---:|---:|---:|---:|---:|---:|---|"
 	for sys in idem skiplocked pgq; do
 		case $sys in
 		idem) label="**pg_idem** (emit / next_batch + finish_batch)" ;;
@@ -1113,15 +1154,15 @@ report_hold() {
 		for hold in no yes; do
 			case "${HOLD_RES[$sys.$hold]:-}" in
 			"") continue ;;
-			error*) say "| $label | $hold | ${HOLD_RES[$sys.$hold]} | | | | | |"; continue ;;
+			error*) say "| $label | $hold | ${HOLD_RES[$sys.$hold]} | | | | | | |"; continue ;;
 			esac
-			read -r e b s d <<<"${HOLD_RES[$sys.$hold]}"
+			read -r e b s d pk <<<"${HOLD_RES[$sys.$hold]}"
 			cmp=""
 			if [ "$hold" = yes ] && [ -n "${HOLD_RES[$sys.no]:-}" ] && [[ "${HOLD_RES[$sys.no]}" != error* ]]; then
-				read -r e0 b0 _ _ <<<"${HOLD_RES[$sys.no]}"
+				read -r e0 b0 _ _ _ <<<"${HOLD_RES[$sys.no]}"
 				cmp=$(awk -v a=$((e - b)) -v z=$((e0 - b0)) 'BEGIN {if (z > 0) printf "%.2fx", a / z}')
 			fi
-			say "| $label | $hold | $((e / secs)) | $(((e - b) / secs)) | $b | $(numfmt --to=iec --suffix=B "$s" 2>/dev/null || echo "$s") | $d | $cmp |"
+			say "| $label | $hold | $((e / secs)) | $(((e - b) / secs)) | $b | $(numfmt --to=iec --suffix=B "$s" 2>/dev/null || echo "$s") | $(numfmt --to=iec --suffix=B "$pk" 2>/dev/null || echo "$pk") | $d | $cmp |"
 		done
 	done
 }
