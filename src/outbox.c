@@ -231,6 +231,13 @@ static IdemPlan oldest_plan = {
 	0, {InvalidOid}
 };
 
+/* The topics of some transactions' events (notify_unseen_commits). */
+static IdemPlan xid_topics_plan = {
+	"SELECT DISTINCT o.topic FROM idem.outbox o"
+	" WHERE o.xid OPERATOR(pg_catalog.=) ANY ($1) ORDER BY 1",
+	1, {XID8ARRAYOID}
+};
+
 static IdemPlan subscribe_plan = {
 	"INSERT INTO idem.consumers AS c (name, topics, snapshot) "
 	"VALUES ($1, $2, $3) "
@@ -362,7 +369,8 @@ static int	fxid_cmp(const void *a, const void *b);
 static bool snapshot_sees(const OutboxSnapshot *s, FullTransactionId xid);
 static OutboxSnapshot *snapshot_without_self(OutboxSnapshot *s);
 static OutboxSnapshot *snapshot_take(void);
-static void execute_latest(IdemPlan *plan);
+static void execute_latest(IdemPlan *plan, Datum *values);
+static void notify_unseen_commits(FullTransactionId *fxids, int n);
 static OutboxSnapshot *snapshot_empty_at(FullTransactionId xid);
 static FullTransactionId fxid_before(FullTransactionId xid);
 static void scan_begin(OutboxScan *s);
@@ -588,12 +596,12 @@ snapshot_take(void)
  * just acquired; what must follow the lock is read with this.
  */
 static void
-execute_latest(IdemPlan *plan)
+execute_latest(IdemPlan *plan, Datum *values)
 {
 	Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
 	int			rc;
 
-	rc = SPI_execute_snapshot(idem_plan_get(plan), NULL, NULL, latest,
+	rc = SPI_execute_snapshot(idem_plan_get(plan), values, NULL, latest,
 							  InvalidSnapshot, true, false, 0);
 	UnregisterSnapshot(latest);
 	if (rc != SPI_OK_SELECT)
@@ -1377,7 +1385,7 @@ idem_subscribe(PG_FUNCTION_ARGS)
 	 * moment it subscribed, at every isolation level.
 	 */
 	relid = consumers_relid();
-	idem_outbox_notify_before_read();
+	idem_outbox_notify_before_read(NULL);
 	LockDatabaseObject(RelationRelationId, relid, 0, CONSUMER_CREATE_LOCK);
 
 	idem_become_table_owner(relid, &sw);
@@ -1393,7 +1401,7 @@ idem_subscribe(PG_FUNCTION_ARGS)
 		 * Start below both the oldest retained event and every transaction
 		 * still running (whose events this statement cannot see yet).
 		 */
-		execute_latest(&oldest_plan);
+		execute_latest(&oldest_plan, NULL);
 		now = snapshot_without_self(snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[0],
 																	  SPI_tuptable->tupdesc,
 																	  1, &isnull)));
@@ -1407,7 +1415,7 @@ idem_subscribe(PG_FUNCTION_ARGS)
 	{
 		bool		isnull;
 
-		execute_latest(&snapshot_plan);
+		execute_latest(&snapshot_plan, NULL);
 		start = snapshot_without_self(snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[0],
 																		SPI_tuptable->tupdesc,
 																		1, &isnull)));
@@ -1572,6 +1580,8 @@ idem_next_batch(PG_FUNCTION_ARGS)
 	Tuplestorestate *ts;
 	Oid			userid = GetUserId();
 	IdemUserSwitch sw;
+	FullTransactionId *unseen = NULL;
+	int			nunseen;
 
 	idem_check_granted("idem.next_batch()");
 	if (PG_ARGISNULL(1))
@@ -1588,15 +1598,49 @@ idem_next_batch(PG_FUNCTION_ARGS)
 	ts = begin_materialize(fcinfo, &tupdesc);
 
 	/* without preload, no listener may miss what commits meanwhile */
-	idem_outbox_notify_before_read();
+	nunseen = idem_outbox_notify_before_read(&unseen);
 
 	/* checked against the caller (read_consumer), run as the owner */
 	idem_become_table_owner(consumers_relid(), &sw);
 	SPI_connect();
+	if (nunseen > 0)
+		notify_unseen_commits(unseen, nunseen);
 	next_batch(consumer, max_events, ts, tupdesc, userid);
 	SPI_finish();
 	idem_restore_user(&sw);
 	return (Datum) 0;
+}
+
+/*
+ * Without preload, next_batch() under REPEATABLE READ or SERIALIZABLE may
+ * have missed the wake-up of emitters that committed without notifying
+ * and that its transaction's snapshot cannot see (the committed xids that
+ * idem_outbox_notify_before_read returned): this batch cannot hold their
+ * events, and no notification of them may ever come.  Queue the
+ * notifications they would have sent -- one per topic of their events,
+ * read with a snapshot taken now, which sees their commits -- for this
+ * transaction's commit, which wakes this relay (a listener receives its
+ * own notifications) and every other listener to read again.  Connected
+ * to SPI, as the owner of the outbox.
+ */
+static void
+notify_unseen_commits(FullTransactionId *fxids, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * n);
+	Datum		values[1];
+
+	for (int i = 0; i < n; i++)
+		elems[i] = FullTransactionIdGetDatum(fxids[i]);
+	values[0] = PointerGetDatum(construct_array(elems, n, XID8OID, sizeof(uint64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	execute_latest(&xid_topics_plan, values);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		char	   *topic = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+
+		if (topic != NULL)
+			idem_outbox_notify_on_behalf(topic);
+	}
 }
 
 /* next_batch()'s work, connected to SPI, for the caller userid. */
@@ -2182,7 +2226,7 @@ idem_outbox_trim(int32 max_rows)
 	}
 
 	SPI_connect();
-	execute_latest(&trim_consumers_plan);
+	execute_latest(&trim_consumers_plan, NULL);
 	nsnaps = (int) SPI_processed;
 	snaps = palloc(sizeof(OutboxSnapshot *) * Max(nsnaps, 1));
 	for (int i = 0; i < nsnaps; i++)
@@ -2212,7 +2256,7 @@ idem_outbox_trim(int32 max_rows)
 		 */
 		cutoff = GetCurrentTransactionStartTimestamp() -
 			(TimestampTz) idem_outbox_retention_s * USECS_PER_SEC;
-		execute_latest(&snapshot_plan);
+		execute_latest(&snapshot_plan, NULL);
 		snaps[0] = snapshot_without_self(snapshot_from_datum(SPI_getbinval(SPI_tuptable->vals[0],
 																		   SPI_tuptable->tupdesc,
 																		   1, &isnull)));

@@ -14,6 +14,8 @@
 
 #include "postgres.h"
 
+#include "access/transam.h"
+
 /* The channel emit() notifies; the payload is the topic. */
 #define OUTBOX_CHANNEL "idem_outbox"
 
@@ -40,9 +42,16 @@ extern void idem_outbox_notify_load(void);
 /*
  * Without preload, before next_batch() and subscribe() read: make sure no
  * listener of this database can miss an event that committed without
- * notifying.  Does nothing when the library is preloaded.
+ * notifying.  Does nothing when the library is preloaded.  With unseen not
+ * NULL, under REPEATABLE READ or SERIALIZABLE, returns the committed
+ * transactions that may have stayed silent and that this transaction's
+ * snapshot cannot see: the caller notifies their topics with
+ * idem_outbox_notify_on_behalf().
  */
-extern void idem_outbox_notify_before_read(void);
+extern int	idem_outbox_notify_before_read(FullTransactionId **unseen);
+
+/* Notify channel idem_outbox with this topic when this transaction commits. */
+extern void idem_outbox_notify_on_behalf(const char *topic);
 
 /* Without preload: say so (NOTICE), once per session. */
 extern void idem_preload_notice(bool creating);

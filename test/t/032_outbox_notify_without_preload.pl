@@ -236,6 +236,91 @@ $e->quit;
 ok(notified($relay->query_safe('SELECT 1'), 'after', $e_pid), 'and it is woken');
 $relay->quit;
 $held[0][0]->quit;
+ok(all_gone($relay_pid, $e_pid, $held[0][1]), 'the sessions of part 3 have exited');
+# Drain what part 3 left (its relay did not finish its batches).
+finish_relay_batch($setup)
+  while $setup->query_safe(q{SELECT count(*) FROM idem.next_batch('relay')}) > 0;
+
+#
+# 4. A relay that reads under REPEATABLE READ or SERIALIZABLE, whose
+#    LISTEN ran before its backend loaded pg_idem: next_batch waits for the
+#    silent commit, but its transaction's snapshot was taken before the
+#    wait and cannot see the event.  The batch is empty -- and the relay
+#    must still be woken: its own commit sends the notification the silent
+#    emitter did not, and the next read returns the event.
+#
+for my $level ('REPEATABLE READ', 'SERIALIZABLE')
+{
+	my $tag = lc($level =~ s/ /_/r);
+	@held = ([ held_emitter("unseen_$tag") ], [ held_emitter("unseen2_$tag") ]);
+	ok(!notifies($_->[1]), "nobody listens: silent ($level)") for @held;
+	$relay = session();
+	$relay_pid = pid_of($relay);
+	$relay->query_safe('LISTEN idem_outbox');
+	$relay->query_safe("BEGIN ISOLATION LEVEL $level");
+	start_read($relay);
+	$pids = join(', ', map { $_->[1] } @held);
+	ok( $node->poll_query_until('postgres',
+			qq{SELECT pg_blocking_pids($relay_pid) && ARRAY[$pids]}),
+		"a $level relay that listened before loading pg_idem waits for the silent commits");
+	release(map { $_->[1] } @held);
+	like($relay->query_safe('SELECT 1'), qr/^0\n1$/m,
+		"its snapshot, older than the wait, cannot see their events ($level)");
+	my $woken = $relay->query_safe('COMMIT; SELECT 1');
+	ok(notified($woken, "unseen_$tag", $relay_pid) && notified($woken, "unseen2_$tag", $relay_pid),
+		"its commit sends the notifications of both topics the emitters did not ($level)")
+	  or diag($woken);
+	is($relay->query_safe(q{SELECT count(*) FROM idem.next_batch('relay')}), '2',
+		"and the read it wakes returns the two events ($level)");
+	finish_relay_batch($relay);
+	$relay->quit;
+	$_->[0]->quit for @held;
+	ok(all_gone($relay_pid, map { $_->[1] } @held), "the sessions have exited ($level)");
+
+	# The same, but the silent emitter has ended (its published xid is
+	# gone) before next_batch looks: the relay's snapshot, taken by an
+	# earlier statement of its transaction, still has it running.
+	my ($gone, $gone_pid) = held_emitter("ended_$tag");
+	ok(!notifies($gone_pid), "nobody listens: silent (ended, $level)");
+	$relay = session();
+	$relay_pid = pid_of($relay);
+	$relay->query_safe('LISTEN idem_outbox');
+	$relay->query_safe("BEGIN ISOLATION LEVEL $level");
+	$relay->query_safe('SELECT 1');
+	release($gone_pid);
+	$gone->quit;
+	ok(all_gone($gone_pid), "the silent emitter has ended ($level)");
+	is($relay->query_safe(q{SELECT count(*) FROM idem.next_batch('relay')}), '0',
+		"a $level relay whose snapshot predates that commit reads nothing");
+	$woken = $relay->query_safe('COMMIT; SELECT 1');
+	ok(notified($woken, "ended_$tag", $relay_pid),
+		"and its commit sends the notification the emitter did not ($level)")
+	  or diag($woken);
+	is($relay->query_safe(q{SELECT count(*) FROM idem.next_batch('relay')}), '1',
+		"the read it wakes returns the event ($level)");
+	finish_relay_batch($relay);
+	$relay->quit;
+	ok(all_gone($relay_pid), "the relay has exited ($level)");
+}
+
+# Under READ COMMITTED the read after the wait sees the events: no extra
+# notification is sent.
+@held = ([ held_emitter('seen_rc') ]);
+$relay = session();
+$relay_pid = pid_of($relay);
+$relay->query_safe('LISTEN idem_outbox');
+$relay->query_safe('BEGIN');
+start_read($relay);
+ok( $node->poll_query_until('postgres',
+		qq{SELECT pg_blocking_pids($relay_pid) && ARRAY[$held[0][1]]}),
+	'a READ COMMITTED relay waits for the silent commit too');
+release($held[0][1]);
+like($relay->query_safe('SELECT 1'), qr/^1\n1$/m, 'and its read returns the event');
+my $quiet = $relay->query_safe('COMMIT; SELECT 1');
+ok(!notified($quiet, 'seen_rc', $relay_pid), 'without a notification on its behalf') or diag($quiet);
+finish_relay_batch($relay);
+$relay->quit;
+$held[0][0]->quit;
 $setup->quit;
 
 is($node->safe_psql('postgres', 'SELECT 1'), '1', 'the server is still up');
