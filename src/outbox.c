@@ -71,6 +71,7 @@
 #include "access/tableam.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/heap.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
@@ -417,6 +418,7 @@ static bool leaf_has_xid(OutboxScan *s, OutboxLeaf *leaf, FullTransactionId xid)
 static bool leaf_finished(OutboxScan *s, OutboxLeaf *leaf, OutboxSnapshot **snaps,
 						  int nsnaps);
 static int64 leaf_count(OutboxLeaf *leaf, Snapshot snap, TimestampTz cutoff);
+static bool leaf_referenced(OutboxScan *s, int i);
 static int64 trim_truncate_leaf(OutboxScan *s, int i, OutboxSnapshot **snaps,
 								int nsnaps, TimestampTz cutoff);
 static int64 trim_delete_laps(OutboxScan *s, int i, OutboxSnapshot **snaps,
@@ -1959,6 +1961,49 @@ leaf_count(OutboxLeaf *leaf, Snapshot snap, TimestampTz cutoff)
 }
 
 /*
+ * Is leaf i referenced by a user's foreign key?  Then it is not trimmed at
+ * all, with a WARNING: TRUNCATE refuses such a table (heap_truncate_check_FKs
+ * in src/backend/catalog/heap.c), and a row DELETE would fail on the
+ * first referenced event (or cascade into the user's table) -- either way
+ * an error would stop every other task of idem.maintain(), key expiry
+ * included, at every round.  A leaf without triggers cannot be referenced
+ * (a foreign key puts its RI triggers on the referenced table), so the
+ * catalog is searched only for a leaf that has some.  The lock is taken
+ * conditionally, as everywhere in trimming; a leaf whose lock is not free
+ * is left to the checks that follow, which take it conditionally too.
+ */
+static bool
+leaf_referenced(OutboxScan *s, int i)
+{
+	Oid			relid = s->leaves[i].relid;
+	Relation	rel;
+	List	   *refs = NIL;
+
+	if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, AccessShareLock))
+		return false;
+	rel = relation_open(relid, NoLock);
+	if (rel->trigdesc != NULL)
+		refs = heap_truncate_find_FKs(list_make1_oid(relid));
+	if (refs != NIL)
+	{
+		Oid			ref = linitial_oid(refs);
+
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("outbox events in %s are not trimmed: table %s references it in a foreign key",
+						quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+												   RelationGetRelationName(rel)),
+						quote_qualified_identifier(get_namespace_name(get_rel_namespace(ref)),
+												   get_rel_name(ref))),
+				 errdetail("Finished events are removed with TRUNCATE, which PostgreSQL refuses on a table referenced by a foreign key; they stay until the constraint is dropped."),
+				 errhint("Drop the foreign key. To keep a reference to an event, store its id without a constraint: events are removed once every consumer has finished them.")));
+	}
+	relation_close(rel, NoLock);
+	UnlockRelationOid(relid, AccessShareLock);
+	return refs != NIL;
+}
+
+/*
  * Try to empty leaf i with TRUNCATE; returns the number of events removed,
  * or -1 when the leaf was left as it is (its lock was not free, or some
  * event in it is not finished).
@@ -2269,6 +2314,8 @@ idem_outbox_trim(int32 max_rows)
 		int64		n;
 
 		CHECK_FOR_INTERRUPTS();
+		if (leaf_referenced(&scan, i))
+			continue;
 		n = scan.parent->rd_rel->relkind == RELKIND_PARTITIONED_TABLE ?
 			trim_truncate_leaf(&scan, i, snaps, nsnaps, cutoff) : -1;
 		if (n >= 0)
