@@ -232,11 +232,16 @@ static IdemPlan oldest_plan = {
 	0, {InvalidOid}
 };
 
-/* The topics of some transactions' events (notify_unseen_commits). */
-static IdemPlan xid_topics_plan = {
+/*
+ * The topics of the events of transactions that a snapshot did not see:
+ * from its xmax on, or in its list of running xids ($2; see
+ * notify_unseen_commits, which runs this with a snapshot taken now).
+ */
+static IdemPlan unseen_topics_plan = {
 	"SELECT DISTINCT o.topic FROM idem.outbox o"
-	" WHERE o.xid OPERATOR(pg_catalog.=) ANY ($1) ORDER BY 1",
-	1, {XID8ARRAYOID}
+	" WHERE o.xid OPERATOR(pg_catalog.>=) $1"
+	"    OR o.xid OPERATOR(pg_catalog.=) ANY ($2) ORDER BY 1",
+	2, {XID8OID, XID8ARRAYOID}
 };
 
 static IdemPlan subscribe_plan = {
@@ -371,7 +376,7 @@ static bool snapshot_sees(const OutboxSnapshot *s, FullTransactionId xid);
 static OutboxSnapshot *snapshot_without_self(OutboxSnapshot *s);
 static OutboxSnapshot *snapshot_take(void);
 static void execute_latest(IdemPlan *plan, Datum *values);
-static void notify_unseen_commits(FullTransactionId *fxids, int n);
+static void notify_unseen_commits(void);
 static OutboxSnapshot *snapshot_empty_at(FullTransactionId xid);
 static FullTransactionId fxid_before(FullTransactionId xid);
 static void scan_begin(OutboxScan *s);
@@ -1387,7 +1392,7 @@ idem_subscribe(PG_FUNCTION_ARGS)
 	 * moment it subscribed, at every isolation level.
 	 */
 	relid = consumers_relid();
-	idem_outbox_notify_before_read(NULL);
+	(void) idem_outbox_notify_before_read();
 	LockDatabaseObject(RelationRelationId, relid, 0, CONSUMER_CREATE_LOCK);
 
 	idem_become_table_owner(relid, &sw);
@@ -1582,8 +1587,7 @@ idem_next_batch(PG_FUNCTION_ARGS)
 	Tuplestorestate *ts;
 	Oid			userid = GetUserId();
 	IdemUserSwitch sw;
-	FullTransactionId *unseen = NULL;
-	int			nunseen;
+	bool		may_miss_silent;
 
 	idem_check_granted("idem.next_batch()");
 	if (PG_ARGISNULL(1))
@@ -1600,42 +1604,56 @@ idem_next_batch(PG_FUNCTION_ARGS)
 	ts = begin_materialize(fcinfo, &tupdesc);
 
 	/* without preload, no listener may miss what commits meanwhile */
-	nunseen = idem_outbox_notify_before_read(&unseen);
+	may_miss_silent = idem_outbox_notify_before_read();
 
 	/* checked against the caller (read_consumer), run as the owner */
 	idem_become_table_owner(consumers_relid(), &sw);
 	SPI_connect();
-	if (nunseen > 0)
-		notify_unseen_commits(unseen, nunseen);
 	next_batch(consumer, max_events, ts, tupdesc, userid);
+	if (may_miss_silent && tuplestore_tuple_count(ts) == 0)
+		notify_unseen_commits();
 	SPI_finish();
 	idem_restore_user(&sw);
 	return (Datum) 0;
 }
 
 /*
- * Without preload, next_batch() under REPEATABLE READ or SERIALIZABLE may
- * have missed the wake-up of emitters that committed without notifying
- * and that its transaction's snapshot cannot see (the committed xids that
- * idem_outbox_notify_before_read returned): this batch cannot hold their
- * events, and no notification of them may ever come.  Queue the
- * notifications they would have sent -- one per topic of their events,
- * read with a snapshot taken now, which sees their commits -- for this
- * transaction's commit, which wakes this relay (a listener receives its
- * own notifications) and every other listener to read again.  Connected
- * to SPI, as the owner of the outbox.
+ * Without preload, a next_batch() that found nothing under REPEATABLE READ
+ * or SERIALIZABLE, while some backend listens (idem_outbox_notify_before_read
+ * returned true).  Its relay will now sleep until notified.  But an emitter
+ * that committed after the transaction's snapshot may have decided not to
+ * notify (nobody listened when it decided), and this snapshot will never
+ * see its events; a relay reading under READ COMMITTED would have.  So
+ * queue, for this transaction's commit, the notifications of every commit
+ * this snapshot cannot see: one per topic of the events of the xids from
+ * its xmax on and of its running xids that have committed since, read with
+ * a snapshot taken now (which sees exactly the committed ones).  The commit
+ * wakes this relay (a listener receives its own notifications) and every
+ * other listener, to read again with a newer snapshot.  An emitter that
+ * did notify gets a second notification, which costs a relay one more
+ * read; a relay that found events is not woken here, as it reads again
+ * anyway.  Connected to SPI, as the owner of the outbox.
  */
 static void
-notify_unseen_commits(FullTransactionId *fxids, int n)
+notify_unseen_commits(void)
 {
-	Datum	   *elems = palloc(sizeof(Datum) * n);
-	Datum		values[1];
+	Snapshot	snap = GetTransactionSnapshot();	/* the transaction's */
+	FullTransactionId next = ReadNextFullTransactionId();
+	Datum	   *xip = palloc(sizeof(Datum) * (snap->xcnt + 1));
+	int			nxip = 0;
+	Datum		values[2];
 
-	for (int i = 0; i < n; i++)
-		elems[i] = FullTransactionIdGetDatum(fxids[i]);
-	values[0] = PointerGetDatum(construct_array(elems, n, XID8OID, sizeof(uint64),
+	/* the snapshot's xids are recent: of next's epoch or the one before */
+#define WIDEN(x) FullTransactionIdFromEpochAndXid(EpochFromFullTransactionId(next) - \
+												  ((x) > XidFromFullTransactionId(next) ? 1 : 0), (x))
+	for (uint32 i = 0; i < snap->xcnt; i++)
+		if (TransactionIdDidCommit(snap->xip[i]))
+			xip[nxip++] = FullTransactionIdGetDatum(WIDEN(snap->xip[i]));
+	values[0] = FullTransactionIdGetDatum(WIDEN(snap->xmax));
+#undef WIDEN
+	values[1] = PointerGetDatum(construct_array(xip, nxip, XID8OID, sizeof(uint64),
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	execute_latest(&xid_topics_plan, values);
+	execute_latest(&unseen_topics_plan, values);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		char	   *topic = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);

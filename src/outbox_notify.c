@@ -109,7 +109,6 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
-#include "utils/snapmgr.h"
 #include "commands/extension.h"
 
 #include "compat.h"
@@ -130,9 +129,6 @@ typedef union NotifySlot
 	{
 		pg_atomic_uint32 silent_xid;	/* InvalidTransactionId when unused */
 		Oid			database;	/* the owning backend's, set before any xid */
-		/* the last transaction of this slot that committed silently, as a
-		 * FullTransactionId; never cleared (idem_outbox_notify_before_read) */
-		pg_atomic_uint64 last_silent;
 	}			s;
 	char		pad[PG_CACHE_LINE_SIZE];
 } NotifySlot;
@@ -291,11 +287,8 @@ notify_shmem_startup(void)
 		pg_atomic_init_u32(&notify_shared->count.listeners, 0);
 		notify_shared->nslots = notify_nslots;
 		for (uint32 i = 0; i < notify_nslots; i++)
-		{
 			pg_atomic_init_u32(&notify_shared->slots[i].s.silent_xid,
 							   InvalidTransactionId);
-			pg_atomic_init_u64(&notify_shared->slots[i].s.last_silent, 0);
-		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -358,11 +351,8 @@ notify_attach(void)
 			pg_atomic_init_u32(&shared->count.listeners, 0);
 			shared->nslots = notify_nslots;
 			for (uint32 i = 0; i < notify_nslots; i++)
-			{
 				pg_atomic_init_u32(&shared->slots[i].s.silent_xid,
 								   InvalidTransactionId);
-				pg_atomic_init_u64(&shared->slots[i].s.last_silent, 0);
-			}
 		}
 		LWLockRelease(AddinShmemInitLock);
 
@@ -476,7 +466,7 @@ settle_listener_context(void *arg)
  * async.c) and issued a full barrier.
  */
 static void
-wait_for_silent_emitters(TransactionId **waited, int *nwaited)
+wait_for_silent_emitters(void)
 {
 	NotifySlot *mine = my_slot();
 	ErrorContextCallback errcallback;
@@ -501,12 +491,6 @@ wait_for_silent_emitters(TransactionId **waited, int *nwaited)
 			continue;
 		waiting_for = xid;
 		XactLockTableWait(xid, NULL, NULL, XLTW_None);
-		if (waited != NULL)
-		{
-			if (*nwaited == 0)
-				*waited = palloc(sizeof(TransactionId) * notify_shared->nslots);
-			(*waited)[(*nwaited)++] = xid;
-		}
 	}
 	error_context_stack = errcallback.previous;
 }
@@ -526,7 +510,7 @@ settle_listener(void)
 		pg_atomic_fetch_add_u32(&notify_shared->count.listeners, 1);
 	}
 	pg_memory_barrier();
-	wait_for_silent_emitters(NULL, NULL);
+	wait_for_silent_emitters();
 	listener_settled = true;
 }
 
@@ -539,47 +523,26 @@ settle_listener(void)
  * commits in progress, which it may have missed.
  *
  * The wait happens inside the statement, after its snapshot.  Under READ
- * COMMITTED the reader's next statement (next_batch takes its window with
- * a statement of its own) sees what it waited for.  Under REPEATABLE READ
- * or SERIALIZABLE it never will: the transaction's snapshot P was taken
- * before the wait -- possibly statements earlier -- so a relay could return
- * nothing, go back to sleep, and never be woken for an event that
- * committed without notifying.  Which emitters can that be?  One that
- * decided to stay silent before this backend's LISTEN was visible to it,
- * and that had not finished committing when P was taken: a transaction
- * still committing is not in P's list of running xids either (P's xmax is
- * the latest completed xid + 1; GetSnapshotData in procarray.c), and it may
- * have ended, its published xid cleared, before we looked at the slots.
- * So each slot also keeps the last transaction that committed silently
- * from it (last_silent, written at the decision, never cleared).  A
- * backend cannot have committed silently twice since P once our LISTEN
- * was visible: its second decision would have seen it.  (A LISTEN in this
- * very transaction is visible to emitters only from the count raised
- * above, after P; PostgreSQL itself delivers no notification of a
- * transaction that committed before the LISTEN did, so such a reader is
- * promised only the xids it waited for, which are added too.)  Those of
- * this database that committed and that P cannot see are returned in
- * *unseen (when not NULL); the caller sends, on their behalf, the
- * notifications of their events' topics (idem_outbox_notify_on_behalf),
- * which PostgreSQL delivers when the reader's transaction commits -- to
- * the reader too, which then reads again with a newer snapshot.
+ * COMMITTED, next_batch() reads with statements of its own, whose snapshots
+ * see what it waited for.  Under REPEATABLE READ or SERIALIZABLE they never
+ * will: the transaction's snapshot was taken before the wait -- possibly
+ * statements earlier, while a silent emitter was still committing, which
+ * a snapshot does not list as running either (its xmax is the latest
+ * completed xid + 1: GetSnapshotData in procarray.c), and which may have
+ * ended, its slot cleared, before we looked.  Returns true in that case
+ * (a listener may be waiting and the reader's snapshot is the
+ * transaction's): the caller then sends, on behalf of the commits its
+ * snapshot cannot see, the notifications they may not have sent
+ * (idem_outbox_notify_on_behalf).
  */
-int
-idem_outbox_notify_before_read(FullTransactionId **unseen)
+bool
+idem_outbox_notify_before_read(void)
 {
-	TransactionId *waited = NULL;
-	FullTransactionId *cand;
-	FullTransactionId next,
-				xmin;
-	int			nwaited = 0,
-				nunseen = 0;
-	Snapshot	xact_snapshot;
-
 	if (notify_preloaded)
-		return 0;
+		return false;
 	notify_attach();
 	if (notify_shared == NULL)
-		return 0;				/* every emitter notifies */
+		return false;			/* every emitter notifies */
 
 	if (loaded_this_xact && !listener_counted && !listener_provisional)
 	{
@@ -588,57 +551,14 @@ idem_outbox_notify_before_read(FullTransactionId **unseen)
 	}
 	pg_memory_barrier();
 	if (!listener_provisional && !async_listener_in_database())
-		return 0;
-	wait_for_silent_emitters(unseen != NULL ? &waited : NULL, &nwaited);
-	if (unseen == NULL || !IsolationUsesXactSnapshot())
-		return 0;
-
-	/*
-	 * Under a transaction snapshot, GetTransactionSnapshot() is that
-	 * snapshot (snapmgr.c), never a new one.  A slot's last_silent may be
-	 * any age: only xids from P's xmin on are looked at (P sees every older
-	 * one as finished, and the commit log of much older ones may be gone).
-	 */
-	xact_snapshot = GetTransactionSnapshot();
-	next = ReadNextFullTransactionId();
-	xmin = FullTransactionIdFromEpochAndXid(EpochFromFullTransactionId(next) -
-											(xact_snapshot->xmin > XidFromFullTransactionId(next) ? 1 : 0),
-											xact_snapshot->xmin);
-	cand = palloc(sizeof(FullTransactionId) * (notify_shared->nslots + nwaited));
-	for (uint32 i = 0; i < notify_shared->nslots; i++)
-	{
-		FullTransactionId fxid;
-
-		fxid = FullTransactionIdFromU64(pg_atomic_read_u64(&notify_shared->slots[i].s.last_silent));
-		pg_read_barrier();
-		if (!FullTransactionIdIsValid(fxid) ||
-			notify_shared->slots[i].s.database != MyDatabaseId ||
-			FullTransactionIdPrecedes(fxid, xmin) ||
-			!FullTransactionIdPrecedes(fxid, next))
-			continue;
-		if (XidInMVCCSnapshot(XidFromFullTransactionId(fxid), xact_snapshot) &&
-			TransactionIdDidCommit(XidFromFullTransactionId(fxid)))
-			cand[nunseen++] = fxid;
-	}
-	for (int i = 0; i < nwaited; i++)
-	{
-		/* it was running moments ago: of next's epoch or the one before */
-		FullTransactionId fxid =
-			FullTransactionIdFromEpochAndXid(EpochFromFullTransactionId(next) -
-											 (waited[i] > XidFromFullTransactionId(next) ? 1 : 0),
-											 waited[i]);
-
-		if (XidInMVCCSnapshot(waited[i], xact_snapshot) &&
-			TransactionIdDidCommit(waited[i]))
-			cand[nunseen++] = fxid;
-	}
-	*unseen = cand;
-	return nunseen;
+		return false;
+	wait_for_silent_emitters();
+	return IsolationUsesXactSnapshot();
 }
 
 /*
- * Queue, for this transaction's commit, the notification a silent emitter
- * of this topic did not send (see idem_outbox_notify_before_read).
+ * Queue, for this transaction's commit, a notification a silent emitter of
+ * this topic may not have sent (see idem_outbox_notify_before_read).
  */
 void
 idem_outbox_notify_on_behalf(const char *topic)
@@ -721,9 +641,6 @@ notify_if_heard(void)
 		(notify_preloaded || !async_listener_in_database()))
 	{
 		decision = DECIDED_SILENT;
-		/* a reader whose snapshot predates our commit may need it */
-		pg_atomic_write_u64(&slot->s.last_silent,
-							U64FromFullTransactionId(GetTopFullTransactionIdIfAny()));
 		return;
 	}
 

@@ -14,8 +14,6 @@
 
 #include "postgres.h"
 
-#include "access/transam.h"
-
 /* The channel emit() notifies; the payload is the topic. */
 #define OUTBOX_CHANNEL "idem_outbox"
 
@@ -42,13 +40,13 @@ extern void idem_outbox_notify_load(void);
 /*
  * Without preload, before next_batch() and subscribe() read: make sure no
  * listener of this database can miss an event that committed without
- * notifying.  Does nothing when the library is preloaded.  With unseen not
- * NULL, under REPEATABLE READ or SERIALIZABLE, returns the committed
- * transactions that may have stayed silent and that this transaction's
- * snapshot cannot see: the caller notifies their topics with
- * idem_outbox_notify_on_behalf().
+ * notifying.  Does nothing when the library is preloaded.  Returns true
+ * when the reader reads with its transaction's snapshot (REPEATABLE READ,
+ * SERIALIZABLE) while some backend of this database listens: commits that
+ * snapshot cannot see may have stayed silent, and a reader that finds
+ * nothing notifies their topics itself (idem_outbox_notify_on_behalf).
  */
-extern int	idem_outbox_notify_before_read(FullTransactionId **unseen);
+extern bool idem_outbox_notify_before_read(void);
 
 /* Notify channel idem_outbox with this topic when this transaction commits. */
 extern void idem_outbox_notify_on_behalf(const char *topic);

@@ -303,6 +303,31 @@ for my $level ('REPEATABLE READ', 'SERIALIZABLE')
 	ok(all_gone($relay_pid), "the relay has exited ($level)");
 }
 
+# A REPEATABLE READ read that returns events does not notify on anyone's
+# behalf: its relay reads again anyway, with a newer snapshot.
+session()->query_safe(q{SELECT idem.emit('visible', '{}')});
+@held = ([ held_emitter('later') ]);
+$relay = session();
+$relay_pid = pid_of($relay);
+$relay->query_safe('LISTEN idem_outbox');
+$relay->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ');
+start_read($relay);
+ok( $node->poll_query_until('postgres',
+		qq{SELECT pg_blocking_pids($relay_pid) && ARRAY[$held[0][1]]}),
+	'a REPEATABLE READ relay waits for the silent commit');
+release($held[0][1]);
+like($relay->query_safe('SELECT 1'), qr/^1\n1$/m, 'and returns the event its snapshot sees');
+my $silent = $relay->query_safe('COMMIT; SELECT 1');
+ok(!notified($silent, 'later', $relay_pid), 'without notifying on behalf of the one it cannot see')
+  or diag($silent);
+finish_relay_batch($relay);
+is($relay->query_safe(q{SELECT count(*) FROM idem.next_batch('relay')}), '1',
+	'which its next read returns');
+finish_relay_batch($relay);
+$relay->quit;
+$held[0][0]->quit;
+ok(all_gone($relay_pid, $held[0][1]), 'the sessions have exited');
+
 # Under READ COMMITTED the read after the wait sees the events: no extra
 # notification is sent.
 @held = ([ held_emitter('seen_rc') ]);
