@@ -18,7 +18,8 @@
 #   request holds it: 409 (the request holds it through the test-only header
 #   Idem-Test-Delay-Ms, honoured because the service runs with
 #   IDEM_EXAMPLES_TEST_DELAY=1); bad requests: 400; a failing transaction:
-#   500 and the key released; the database refusing connections: 503; and
+#   500 and the key released; a lost serialization race (40001): 503 and
+#   the key released; the database refusing connections: 503; and
 #   exactly one payment row per key.
 # The relay is stopped after the first example and started again after the
 # second.  At the end run.sh checks that it published every payment exactly
@@ -111,6 +112,17 @@ expect() {
 		ok "$desc"
 	else
 		not_ok "$desc" "expected status $status${3+ and body $body}" "got status $STATUS and body $BODY"
+	fi
+}
+
+# expect_unavailable DESC: the last response is 503, "database_unavailable",
+# with a Retry-After header (what a client retries later).
+expect_unavailable() {
+	if [ "$STATUS" = 503 ] && same_json "$BODY" '{"error": "database_unavailable"}' &&
+		[ -n "$(header Retry-After)" ]; then
+		ok "$1"
+	else
+		not_ok "$1" "got $STATUS $BODY"
 	fi
 }
 
@@ -263,30 +275,42 @@ run_example() {
 	req POST /payments -H "Idempotency-Key: $k-d" -d "$body"
 	expect "$lang: after a 500 the key was released: the retry is 201" 201
 
+	# The payment's transaction loses a serialization race (40001; here a
+	# trigger raises it, as a SERIALIZABLE conflict would): 503 with
+	# Retry-After, and the key is released, so the client's retry is made.
+	admin_sql "CREATE OR REPLACE FUNCTION public.example_lose_race() RETURNS trigger
+	             LANGUAGE plpgsql AS \$\$BEGIN
+	               RAISE EXCEPTION 'could not serialize access (simulated)'
+	                     USING ERRCODE = 'serialization_failure';
+	             END\$\$;
+	           DROP TRIGGER IF EXISTS example_lose_race ON payments;
+	           CREATE TRIGGER example_lose_race BEFORE INSERT ON payments
+	             FOR EACH ROW EXECUTE FUNCTION public.example_lose_race()" >/dev/null
+	req POST /payments -H "Idempotency-Key: $k-f" -d "$body"
+	expect_unavailable "$lang: a transaction that lost a serialization race (40001) is 503 with Retry-After"
+	admin_sql "DROP TRIGGER example_lose_race ON payments" >/dev/null
+	req POST /payments -H "Idempotency-Key: $k-f" -d "$body"
+	expect "$lang: after a 40001 the key was released: the retry is 201" 201
+
 	# The database refuses connections (53300, too many connections for the
 	# role) and the service's open connections are gone: 503.
 	admin_sql "ALTER ROLE $APP_ROLE CONNECTION LIMIT 0" >/dev/null
 	admin_sql "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity
 	           WHERE application_name = 'idem-example-$lang'" >/dev/null
 	req POST /payments -H "Idempotency-Key: $k-e" -d "$body"
-	if [ "$STATUS" = 503 ] && same_json "$BODY" '{"error": "database_unavailable"}' &&
-		[ -n "$(header Retry-After)" ]; then
-		ok "$lang: POST while the database refuses connections is 503 with Retry-After"
-	else
-		not_ok "$lang: POST while the database refuses connections is 503 with Retry-After" "got $STATUS $BODY"
-	fi
+	expect_unavailable "$lang: POST while the database refuses connections is 503 with Retry-After"
 	req GET "/payments/$id"
 	expect "$lang: GET while the database refuses connections is 503" 503 '{"error": "database_unavailable"}'
 	admin_sql "ALTER ROLE $APP_ROLE CONNECTION LIMIT -1" >/dev/null
 	req POST /payments -H "Idempotency-Key: $k-e" -d "$body"
 	expect "$lang: the service recovers when the database does" 201
 
-	# No key paid twice, none lost: one row for each of the five keys.
+	# No key paid twice, none lost: one row for each of the six keys.
 	local counts
 	counts=$(admin_sql "SELECT string_agg(idempotency_key || '=' || c, ' ' ORDER BY idempotency_key)
 	                      FROM (SELECT idempotency_key, count(*) AS c FROM payments
 	                             WHERE idempotency_key LIKE '$k-%' GROUP BY 1) s")
-	local want="$k-a=1 $k-b=1 $k-c=1 $k-d=1 $k-e=1"
+	local want="$k-a=1 $k-b=1 $k-c=1 $k-d=1 $k-e=1 $k-f=1"
 	if [ "$counts" = "$want" ]; then
 		ok "$lang: exactly one payment row per key"
 	else

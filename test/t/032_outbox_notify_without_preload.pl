@@ -113,6 +113,28 @@ sub start_read
 	return;
 }
 
+# A relay that listened before loading pg_idem, in a transaction of this
+# isolation level ('' for none); returns it and its pid.
+sub listening_relay
+{
+	my ($level) = @_;
+	my $r = session();
+	my $pid = pid_of($r);
+	$r->query_safe('LISTEN idem_outbox');
+	$r->query_safe($level eq 'READ COMMITTED' ? 'BEGIN' : "BEGIN ISOLATION LEVEL $level")
+	  if $level ne '';
+	return ($r, $pid);
+}
+
+# Is this session's statement waiting for these held emitters?
+sub waits_for
+{
+	my ($pid, @held_pids) = @_;
+	my $list = join(', ', @held_pids);
+	return $node->poll_query_until('postgres',
+		qq{SELECT pg_blocking_pids($pid) && ARRAY[$list]});
+}
+
 sub finish_relay_batch
 {
 	my ($s) = @_;
@@ -254,14 +276,9 @@ for my $level ('REPEATABLE READ', 'SERIALIZABLE')
 	my $tag = lc($level =~ s/ /_/r);
 	@held = ([ held_emitter("unseen_$tag") ], [ held_emitter("unseen2_$tag") ]);
 	ok(!notifies($_->[1]), "nobody listens: silent ($level)") for @held;
-	$relay = session();
-	$relay_pid = pid_of($relay);
-	$relay->query_safe('LISTEN idem_outbox');
-	$relay->query_safe("BEGIN ISOLATION LEVEL $level");
+	($relay, $relay_pid) = listening_relay($level);
 	start_read($relay);
-	$pids = join(', ', map { $_->[1] } @held);
-	ok( $node->poll_query_until('postgres',
-			qq{SELECT pg_blocking_pids($relay_pid) && ARRAY[$pids]}),
+	ok(waits_for($relay_pid, map { $_->[1] } @held),
 		"a $level relay that listened before loading pg_idem waits for the silent commits");
 	release(map { $_->[1] } @held);
 	like($relay->query_safe('SELECT 1'), qr/^0\n1$/m,
@@ -282,10 +299,7 @@ for my $level ('REPEATABLE READ', 'SERIALIZABLE')
 	# earlier statement of its transaction, still has it running.
 	my ($gone, $gone_pid) = held_emitter("ended_$tag");
 	ok(!notifies($gone_pid), "nobody listens: silent (ended, $level)");
-	$relay = session();
-	$relay_pid = pid_of($relay);
-	$relay->query_safe('LISTEN idem_outbox');
-	$relay->query_safe("BEGIN ISOLATION LEVEL $level");
+	($relay, $relay_pid) = listening_relay($level);
 	$relay->query_safe('SELECT 1');
 	release($gone_pid);
 	$gone->quit;
@@ -307,14 +321,9 @@ for my $level ('REPEATABLE READ', 'SERIALIZABLE')
 # behalf: its relay reads again anyway, with a newer snapshot.
 session()->query_safe(q{SELECT idem.emit('visible', '{}')});
 @held = ([ held_emitter('later') ]);
-$relay = session();
-$relay_pid = pid_of($relay);
-$relay->query_safe('LISTEN idem_outbox');
-$relay->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ');
+($relay, $relay_pid) = listening_relay('REPEATABLE READ');
 start_read($relay);
-ok( $node->poll_query_until('postgres',
-		qq{SELECT pg_blocking_pids($relay_pid) && ARRAY[$held[0][1]]}),
-	'a REPEATABLE READ relay waits for the silent commit');
+ok(waits_for($relay_pid, $held[0][1]), 'a REPEATABLE READ relay waits for the silent commit');
 release($held[0][1]);
 like($relay->query_safe('SELECT 1'), qr/^1\n1$/m, 'and returns the event its snapshot sees');
 my $silent = $relay->query_safe('COMMIT; SELECT 1');
@@ -331,14 +340,9 @@ ok(all_gone($relay_pid, $held[0][1]), 'the sessions have exited');
 # Under READ COMMITTED the read after the wait sees the events: no extra
 # notification is sent.
 @held = ([ held_emitter('seen_rc') ]);
-$relay = session();
-$relay_pid = pid_of($relay);
-$relay->query_safe('LISTEN idem_outbox');
-$relay->query_safe('BEGIN');
+($relay, $relay_pid) = listening_relay('READ COMMITTED');
 start_read($relay);
-ok( $node->poll_query_until('postgres',
-		qq{SELECT pg_blocking_pids($relay_pid) && ARRAY[$held[0][1]]}),
-	'a READ COMMITTED relay waits for the silent commit too');
+ok(waits_for($relay_pid, $held[0][1]), 'a READ COMMITTED relay waits for the silent commit too');
 release($held[0][1]);
 like($relay->query_safe('SELECT 1'), qr/^1\n1$/m, 'and its read returns the event');
 my $quiet = $relay->query_safe('COMMIT; SELECT 1');
