@@ -44,16 +44,21 @@
  */
 #if PG_VERSION_NUM >= 160000
 #include "catalog/pg_class.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
 #include "utils/acl.h"
 #define idem_relation_ownercheck(relid, roleid) \
 	object_ownercheck(RelationRelationId, (relid), (roleid))
+#define idem_namespace_ownercheck(nspid, roleid) \
+	object_ownercheck(NamespaceRelationId, (nspid), (roleid))
 #define idem_proc_aclcheck(funcid, roleid, mode) \
 	object_aclcheck(ProcedureRelationId, (funcid), (roleid), (mode))
 #else
 #include "utils/acl.h"
 #define idem_relation_ownercheck(relid, roleid) \
 	pg_class_ownercheck((relid), (roleid))
+#define idem_namespace_ownercheck(nspid, roleid) \
+	pg_namespace_ownercheck((nspid), (roleid))
 #define idem_proc_aclcheck(funcid, roleid, mode) \
 	pg_proc_aclcheck((funcid), (roleid), (mode))
 #endif

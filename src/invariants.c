@@ -132,6 +132,7 @@
 #include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
@@ -424,6 +425,7 @@ PG_FUNCTION_INFO_V1(idem_enforce_invariant);
 PG_FUNCTION_INFO_V1(idem_unenforce_invariant);
 PG_FUNCTION_INFO_V1(idem_invariant_sql_drop);
 PG_FUNCTION_INFO_V1(idem_invariant_ddl_end);
+PG_FUNCTION_INFO_V1(idem_invariant_drop_start);
 
 /*
  * Register the callbacks.  Called from _PG_init in every process that loads
@@ -2904,6 +2906,162 @@ collect_dropped_tables(void)
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
+}
+
+/*
+ * Is relid a partition that an invariant watches through a partitioned
+ * ancestor?  Read from pg_trigger alone, without a lock on the relation
+ * (the caller locks it afterwards, parent first): the row trigger
+ * PostgreSQL cloned from the watched ancestor.  This runs as the role
+ * issuing the DDL, which may not read pg_idem's catalog (or even look up
+ * its schema's functions by name), so the function is recognised by its
+ * schema and name.
+ */
+static bool
+partition_watched_by_ancestor(Oid relid)
+{
+	Relation	tgrel;
+	ScanKeyData key[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		watched = false;
+
+	tgrel = table_open(TriggerRelationId, AccessShareLock);
+	ScanKeyInit(&key[0], Anum_pg_trigger_tgrelid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(relid));
+	ScanKeyInit(&key[1], Anum_pg_trigger_tgname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum(ROW_TRIGGER));
+	scan = systable_beginscan(tgrel, TriggerRelidNameIndexId, true, NULL, 2, key);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_trigger tg = (Form_pg_trigger) GETSTRUCT(tup);
+		char	   *nsp = get_namespace_name(get_func_namespace(tg->tgfoid));
+		char	   *fname = get_func_name(tg->tgfoid);
+
+		watched = OidIsValid(tg->tgparentid) && nsp != NULL && fname != NULL &&
+			strcmp(nsp, "idem") == 0 && strcmp(fname, "invariant_touch") == 0;
+	}
+	systable_endscan(scan);
+	table_close(tgrel, AccessShareLock);
+	return watched;
+}
+
+/* Does the relation, or any partition below it, hold a row? */
+static bool
+relation_tree_has_rows(Oid relid)
+{
+	List	   *rels = find_all_inheritors(relid, AccessExclusiveLock, NULL);
+	ListCell   *lc;
+	Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
+	bool		found = false;
+
+	foreach(lc, rels)
+	{
+		Relation	rel = table_open(lfirst_oid(lc), NoLock);
+
+		if (rel->rd_rel->relkind == RELKIND_RELATION)
+		{
+			TableScanDesc scan = table_beginscan(rel, latest, 0, NULL);
+			TupleTableSlot *slot = table_slot_create(rel, NULL);
+
+			found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
+			ExecDropSingleTupleTableSlot(slot);
+			table_endscan(scan);
+		}
+		table_close(rel, NoLock);
+		if (found)
+			break;
+	}
+	UnregisterSnapshot(latest);
+	return found;
+}
+
+/*
+ * The ddl_command_start event trigger of DROP TABLE.  Dropping a partition
+ * of a watched partitioned table removes its rows without firing any row
+ * trigger, so the groups they leave would never be checked (as DETACH
+ * PARTITION, which ddl_command_end refuses).  A partition that still has
+ * rows is therefore refused; an empty one, or one dropped together with
+ * an ancestor (whose invariants the sql_drop trigger then drops), may go.
+ *
+ * It runs before DROP has resolved the names, so it resolves them itself,
+ * with the caller's search_path (not SECURITY DEFINER, no SET), and looks
+ * only at relations DROP would let the caller drop -- the owner of the
+ * table or of its schema; DROP refuses the others before it locks them
+ * (RangeVarCallbackForDropRelation in tablecmds.c), and so must this, or
+ * anybody could queue an AccessExclusiveLock on a busy table.  The locks
+ * it takes are the ones DROP takes next, in DROP's order: the parent, then
+ * the partition (the other order could deadlock with a query of the
+ * parent).  The latest snapshot, under those locks, sees every committed
+ * row; rows this transaction deleted are gone from it, and their DELETEs
+ * have the groups checked at commit.
+ */
+Datum
+idem_invariant_drop_start(PG_FUNCTION_ARGS)
+{
+	EventTriggerData *trigdata;
+	DropStmt   *stmt;
+	List	   *named = NIL;
+	ListCell   *lc;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("idem.invariant_drop_start() can only be called as an event trigger")));
+	trigdata = (EventTriggerData *) fcinfo->context;
+	if (own_ddl_depth > 0 || trigdata->parsetree == NULL ||
+		!IsA(trigdata->parsetree, DropStmt))
+		PG_RETURN_VOID();
+	stmt = (DropStmt *) trigdata->parsetree;
+	if (stmt->removeType != OBJECT_TABLE)
+		PG_RETURN_VOID();
+
+	foreach(lc, stmt->objects)
+	{
+		RangeVar   *rv = makeRangeVarFromNameList((List *) lfirst(lc));
+		Oid			relid = RangeVarGetRelid(rv, NoLock, true);
+
+		if (OidIsValid(relid))
+			named = lappend_oid(named, relid);
+	}
+
+	foreach(lc, named)
+	{
+		Oid			relid = lfirst_oid(lc);
+		char		relkind = get_rel_relkind(relid);
+		Oid			parent;
+		ListCell   *lc2;
+		bool		ancestor_dropped = false;
+
+		if ((relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE) ||
+			!get_rel_relispartition(relid) ||
+			!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)) ||
+			!(idem_relation_ownercheck(relid, GetUserId()) ||
+			  idem_namespace_ownercheck(get_rel_namespace(relid), GetUserId())))
+			continue;
+		/* dropped with an ancestor named too: its invariants go with it */
+		foreach(lc2, get_partition_ancestors(relid))
+			if (list_member_oid(named, lfirst_oid(lc2)))
+				ancestor_dropped = true;
+		if (ancestor_dropped || !partition_watched_by_ancestor(relid))
+			continue;
+
+		parent = get_partition_parent(relid, true);
+		LockRelationOid(parent, AccessExclusiveLock);
+		LockRelationOid(relid, AccessExclusiveLock);
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)) ||
+			!get_rel_relispartition(relid) ||
+			get_partition_parent(relid, true) != parent)
+			continue;			/* dropped or detached meanwhile: DROP will see */
+		if (relation_tree_has_rows(relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot drop partition \"%s\" of a table that an invariant watches while it has rows",
+							get_rel_name(relid)),
+					 errdetail("Its rows would leave their groups without firing a row trigger, so those groups would not be checked."),
+					 errhint("Delete its rows first (each group they leave is then checked), or drop the invariant with idem.unenforce_invariant(), drop the partition, then declare the invariant again.")));
+	}
+	PG_RETURN_VOID();
 }
 
 /*

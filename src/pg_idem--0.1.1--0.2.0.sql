@@ -307,6 +307,20 @@ CREATE EVENT TRIGGER idem_invariant_ddl_end ON ddl_command_end
                  'ALTER DOMAIN', 'ALTER COLLATION')
     EXECUTE FUNCTION idem.invariant_ddl_end();
 
+-- Not SECURITY DEFINER: it resolves the names of the DROP with the caller's
+-- search_path, as DROP does, and reads only the tables' own triggers.
+CREATE FUNCTION idem.invariant_drop_start()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'idem_invariant_drop_start'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION idem.invariant_drop_start() IS
+'Event trigger: refuses DROP TABLE of a partition of a watched table while it has rows (the groups they leave would not be checked)';
+
+CREATE EVENT TRIGGER idem_invariant_drop_start ON ddl_command_start
+    WHEN TAG IN ('DROP TABLE')
+    EXECUTE FUNCTION idem.invariant_drop_start();
+
 REVOKE ALL ON TABLE idem.invariant FROM PUBLIC;
 REVOKE ALL ON TABLE idem.invariant_watch FROM PUBLIC;
 REVOKE ALL ON TABLE idem.invariants FROM PUBLIC;
@@ -316,6 +330,7 @@ REVOKE ALL ON FUNCTION idem.unenforce_invariant(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION idem.check_invariants() FROM PUBLIC;
 REVOKE ALL ON FUNCTION idem.invariant_sql_drop() FROM PUBLIC;
 REVOKE ALL ON FUNCTION idem.invariant_ddl_end() FROM PUBLIC;
+REVOKE ALL ON FUNCTION idem.invariant_drop_start() FROM PUBLIC;
 
 -- <<< invariants
 -- ==== least privilege (SPEC.md section 4, src/privileges.c) ====

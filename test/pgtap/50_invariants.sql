@@ -1,6 +1,6 @@
 -- Invariants: the contract (SPEC.md section 6).
 BEGIN;
-SELECT plan(33);
+SELECT plan(34);
 
 -- Signatures.
 SELECT is(pg_get_function_arguments('idem.enforce_invariant(text, text, jsonb, text, boolean)'::regprocedure),
@@ -72,8 +72,11 @@ SELECT columns_are('idem', 'invariants', ARRAY['name', 'check', 'watch', 'owner'
 -- The event triggers.
 SELECT is((SELECT array_agg(evtname::text || ' ' || evtevent::text ORDER BY evtname) FROM pg_event_trigger
             WHERE evtfoid::regproc::text LIKE 'idem.%'),
-          ARRAY['idem_invariant_ddl_end ddl_command_end', 'idem_invariant_sql_drop sql_drop'],
-          'two event triggers keep invariants whole');
+          ARRAY['idem_invariant_ddl_end ddl_command_end', 'idem_invariant_drop_start ddl_command_start',
+                'idem_invariant_sql_drop sql_drop'],
+          'three event triggers keep invariants whole');
+SELECT is((SELECT evttags FROM pg_event_trigger WHERE evtname = 'idem_invariant_drop_start'),
+          ARRAY['DROP TABLE'], 'the ddl_command_start trigger looks at DROP TABLE only');
 SELECT ok((SELECT evttags @> ARRAY['ALTER TABLE', 'CREATE TABLE', 'ALTER SCHEMA'] FROM pg_event_trigger
             WHERE evtname = 'idem_invariant_ddl_end'),
           'the ddl_command_end trigger watches ALTER TABLE, CREATE TABLE and ALTER SCHEMA');
