@@ -283,6 +283,7 @@ run_example() {
 	               RAISE EXCEPTION 'could not serialize access (simulated)'
 	                     USING ERRCODE = 'serialization_failure';
 	             END\$\$;
+	           SET client_min_messages = warning;
 	           DROP TRIGGER IF EXISTS example_lose_race ON payments;
 	           CREATE TRIGGER example_lose_race BEFORE INSERT ON payments
 	             FOR EACH ROW EXECUTE FUNCTION public.example_lose_race()" >/dev/null
