@@ -402,6 +402,7 @@ static void run_sql_as(Oid role, const char *sql, int nargs, Oid *argtypes,
 					   Datum *values, const char *nulls);
 static void run_ddl_as_owner(const char *sql);
 static char *qualified_name(Oid relid);
+static bool trigger_by_name(Oid relid, const char *tgname, Oid *tgfoid, Oid *tgparentid);
 static bool find_our_trigger(Oid relid, const char *tgname, bool *is_clone);
 static void ensure_triggers(Oid relid);
 static bool attached_partition_has_rows(Oid parent);
@@ -2249,6 +2250,30 @@ touch_function_oid(void)
 static bool
 find_our_trigger(Oid relid, const char *tgname, bool *is_clone)
 {
+	Oid			tgfoid,
+				tgparentid;
+
+	if (!trigger_by_name(relid, tgname, &tgfoid, &tgparentid))
+		return false;
+	if (tgfoid != touch_function_oid())
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("trigger \"%s\" for relation \"%s\" already exists",
+						tgname, get_rel_name(relid)),
+				 errdetail("The trigger does not call idem.invariant_touch(); pg_idem did not create it."),
+				 errhint("Rename or drop that trigger, then declare the invariant again.")));
+	if (is_clone)
+		*is_clone = OidIsValid(tgparentid);
+	return true;
+}
+
+/*
+ * The function and parent trigger of relid's trigger of that name, read
+ * from pg_trigger (no lock on the relation); false if it has none.
+ */
+static bool
+trigger_by_name(Oid relid, const char *tgname, Oid *tgfoid, Oid *tgparentid)
+{
 	Relation	tgrel;
 	ScanKeyData key[2];
 	SysScanDesc scan;
@@ -2265,16 +2290,9 @@ find_our_trigger(Oid relid, const char *tgname, bool *is_clone)
 	{
 		Form_pg_trigger tg = (Form_pg_trigger) GETSTRUCT(tup);
 
-		if (tg->tgfoid != touch_function_oid())
-			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("trigger \"%s\" for relation \"%s\" already exists",
-							tgname, get_rel_name(relid)),
-					 errdetail("The trigger does not call idem.invariant_touch(); pg_idem did not create it."),
-					 errhint("Rename or drop that trigger, then declare the invariant again.")));
+		*tgfoid = tg->tgfoid;
+		*tgparentid = tg->tgparentid;
 		found = true;
-		if (is_clone)
-			*is_clone = OidIsValid(tg->tgparentid);
 	}
 	systable_endscan(scan);
 	table_close(tgrel, AccessShareLock);
@@ -2920,30 +2938,18 @@ collect_dropped_tables(void)
 static bool
 partition_watched_by_ancestor(Oid relid)
 {
-	Relation	tgrel;
-	ScanKeyData key[2];
-	SysScanDesc scan;
-	HeapTuple	tup;
-	bool		watched = false;
+	Oid			tgfoid,
+				tgparentid;
+	char	   *nsp;
+	char	   *fname;
 
-	tgrel = table_open(TriggerRelationId, AccessShareLock);
-	ScanKeyInit(&key[0], Anum_pg_trigger_tgrelid, BTEqualStrategyNumber,
-				F_OIDEQ, ObjectIdGetDatum(relid));
-	ScanKeyInit(&key[1], Anum_pg_trigger_tgname, BTEqualStrategyNumber,
-				F_NAMEEQ, CStringGetDatum(ROW_TRIGGER));
-	scan = systable_beginscan(tgrel, TriggerRelidNameIndexId, true, NULL, 2, key);
-	if (HeapTupleIsValid(tup = systable_getnext(scan)))
-	{
-		Form_pg_trigger tg = (Form_pg_trigger) GETSTRUCT(tup);
-		char	   *nsp = get_namespace_name(get_func_namespace(tg->tgfoid));
-		char	   *fname = get_func_name(tg->tgfoid);
-
-		watched = OidIsValid(tg->tgparentid) && nsp != NULL && fname != NULL &&
-			strcmp(nsp, "idem") == 0 && strcmp(fname, "invariant_touch") == 0;
-	}
-	systable_endscan(scan);
-	table_close(tgrel, AccessShareLock);
-	return watched;
+	if (!trigger_by_name(relid, ROW_TRIGGER, &tgfoid, &tgparentid) ||
+		!OidIsValid(tgparentid))
+		return false;
+	nsp = get_namespace_name(get_func_namespace(tgfoid));
+	fname = get_func_name(tgfoid);
+	return nsp != NULL && fname != NULL &&
+		strcmp(nsp, "idem") == 0 && strcmp(fname, "invariant_touch") == 0;
 }
 
 /* Does the relation, or any partition below it, hold a row? */
