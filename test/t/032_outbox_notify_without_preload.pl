@@ -317,39 +317,43 @@ for my $level ('REPEATABLE READ', 'SERIALIZABLE')
 	ok(all_gone($relay_pid), "the relay has exited ($level)");
 }
 
-# A REPEATABLE READ read that returns events does not notify on anyone's
-# behalf: its relay reads again anyway, with a newer snapshot.
-session()->query_safe(q{SELECT idem.emit('visible', '{}')});
-@held = ([ held_emitter('later') ]);
-($relay, $relay_pid) = listening_relay('REPEATABLE READ');
-start_read($relay);
-ok(waits_for($relay_pid, $held[0][1]), 'a REPEATABLE READ relay waits for the silent commit');
-release($held[0][1]);
-like($relay->query_safe('SELECT 1'), qr/^1\n1$/m, 'and returns the event its snapshot sees');
-my $silent = $relay->query_safe('COMMIT; SELECT 1');
-ok(!notified($silent, 'later', $relay_pid), 'without notifying on behalf of the one it cannot see')
-  or diag($silent);
-finish_relay_batch($relay);
-is($relay->query_safe(q{SELECT count(*) FROM idem.next_batch('relay')}), '1',
-	'which its next read returns');
-finish_relay_batch($relay);
-$relay->quit;
-$held[0][0]->quit;
-ok(all_gone($relay_pid, $held[0][1]), 'the sessions have exited');
+# A read at this isolation level while an emitter of this topic is held
+# silent: it waits for the commit and returns one event; its own commit
+# sends no notification on the emitter's behalf.  Returns the relay and
+# its pid, and the emitter's session and pid.
+sub read_without_notifying_on_behalf
+{
+	my ($level, $topic) = @_;
+	my ($e, $pid) = held_emitter($topic);
+	my ($r, $rpid) = listening_relay($level);
+	start_read($r);
+	ok(waits_for($rpid, $pid), "a $level relay waits for the silent commit");
+	release($pid);
+	like($r->query_safe('SELECT 1'), qr/^1\n1$/m, "and returns one event ($level)");
+	my $out = $r->query_safe('COMMIT; SELECT 1');
+	ok(!notified($out, $topic, $rpid), "without a notification on behalf of '$topic' ($level)")
+	  or diag($out);
+	return ($r, $rpid, $e, $pid);
+}
 
-# Under READ COMMITTED the read after the wait sees the events: no extra
-# notification is sent.
-@held = ([ held_emitter('seen_rc') ]);
-($relay, $relay_pid) = listening_relay('READ COMMITTED');
-start_read($relay);
-ok(waits_for($relay_pid, $held[0][1]), 'a READ COMMITTED relay waits for the silent commit too');
-release($held[0][1]);
-like($relay->query_safe('SELECT 1'), qr/^1\n1$/m, 'and its read returns the event');
-my $quiet = $relay->query_safe('COMMIT; SELECT 1');
-ok(!notified($quiet, 'seen_rc', $relay_pid), 'without a notification on its behalf') or diag($quiet);
+# A REPEATABLE READ read that returns events (one its snapshot sees) does
+# not notify on anyone's behalf: its relay reads again anyway, with a newer
+# snapshot, and gets the held emitter's event then.
+session()->query_safe(q{SELECT idem.emit('visible', '{}')});
+my ($rr, $rr_pid, $later, $later_pid) = read_without_notifying_on_behalf('REPEATABLE READ', 'later');
+finish_relay_batch($rr);
+is($rr->query_safe(q{SELECT count(*) FROM idem.next_batch('relay')}), '1',
+	'the next read returns the event that snapshot could not see');
+finish_relay_batch($rr);
+$rr->quit;
+$later->quit;
+ok(all_gone($rr_pid, $later_pid), 'the sessions have exited');
+
+# Under READ COMMITTED the read after the wait sees the event itself.
+($relay, $relay_pid, my $rc_emitter) = read_without_notifying_on_behalf('READ COMMITTED', 'seen_rc');
 finish_relay_batch($relay);
 $relay->quit;
-$held[0][0]->quit;
+$rc_emitter->quit;
 $setup->quit;
 
 is($node->safe_psql('postgres', 'SELECT 1'), '1', 'the server is still up');
